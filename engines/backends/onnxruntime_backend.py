@@ -1,0 +1,52 @@
+"""ONNX Runtime backend: the embedded CPU default."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..metadata import ModelFileError, ModelInfo, read_model_info
+from . import InferenceOutput
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, intra_op_threads: int = 1,
+                 inter_op_threads: int = 1, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # Capture, preprocessing and publishing share a 2-core box with inference:
+        # oversubscribing the cores halves throughput, so thread counts are explicit.
+        opts.intra_op_num_threads = int(intra_op_threads)
+        opts.inter_op_num_threads = int(inter_op_threads)
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads burn the core the capture process needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if providers is None:
+            providers = ["CPUExecutionProvider"]
+        available = set(ort.get_available_providers())
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise ModelFileError(
+                f"onnxruntime here lacks {', '.join(missing)} (available: {', '.join(sorted(available))})")
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise ModelFileError(
+                f"{model_path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from exc
+        self.info: ModelInfo = read_model_info(model_path, session=self.session)
+        self.input_name = self.info.input_name
+        outputs = {o.name for o in self.session.get_outputs()}
+        self._names = [self.info.logits_output]
+        if self.info.cam_output and self.info.cam_output in outputs:
+            self._names.append(self.info.cam_output)
+
+    def infer(self, batch: np.ndarray) -> InferenceOutput:
+        res = self.session.run(self._names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return InferenceOutput(logits=res[0], cam=res[1] if len(res) > 1 else None)
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,1 @@
+"""Overlay subscriber: renders results onto the scanner image (window, MP4, web page)."""
