@@ -170,7 +170,13 @@ class Screen:
         moved = self.probe_view(gray, t, phase)
         self.speckle = saved[0]
         frame[y0:y1, x0:x1] = moved.astype(np.uint8)[:, :, None]
-        return cv2.resize(frame, (self.w, self.h), interpolation=cv2.INTER_AREA)
+        # Letterbox (aspect kept): a frame grabber shows a 4:3 scanner screen pillar-boxed.
+        k = min(self.w / frame.shape[1], self.h / frame.shape[0])
+        fw, fh = int(frame.shape[1] * k), int(frame.shape[0] * k)
+        out = np.zeros((self.h, self.w, 3), np.uint8)
+        x, y = (self.w - fw) // 2, (self.h - fh) // 2
+        out[y:y + fh, x:x + fw] = cv2.resize(frame, (fw, fh), interpolation=cv2.INTER_AREA)
+        return out
 
 
 def render(stills: list[Still], screen: Screen, hold: float, transition: float, frozen: float,
