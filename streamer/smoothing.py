@@ -1,0 +1,133 @@
+"""Temporal smoothing: per-frame probabilities -> a calm, stable plane label.
+
+State machine (docs/smoothing.md):
+- EMA over the coarse-plane probabilities (fine probabilities summed per plane) and over the fine
+  ones, with a time constant in seconds, so 30 and 60 fps behave the same;
+- hysteresis: a plane must reach `enter` to be shown and keeps being shown while above `keep`;
+- minimum dwell: a new plane must lead (above `enter`) for `min_dwell_s` before it replaces the
+  shown one, so a brief blip never changes the label;
+- `uncertain` when no plane is confident enough; `none` on blank frames (probe lifted);
+- a frozen image (scanner freeze) is not new evidence: the state holds and is marked frozen;
+- a gap in time (source reconnecting) resets the state rather than resuming an old label.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from engines.planes import COARSE_PLANES, NO_IMAGE, UNCERTAIN
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    tau_s: float = 0.25          # EMA time constant
+    enter: float = 0.60          # smoothed probability needed to show a plane
+    keep: float = 0.40           # ...and to keep showing it
+    min_dwell_s: float = 0.30    # a challenger must lead this long before it replaces the shown plane
+    gap_reset_s: float = 1.0     # no frame for this long: forget the past
+
+    def __post_init__(self):
+        if not 0 < self.keep <= self.enter <= 1:
+            raise ValueError("need 0 < keep <= enter <= 1")
+
+
+@dataclass(frozen=True)
+class SmoothedState:
+    plane: str                   # coarse plane, "uncertain" or "none"
+    label: str | None            # the model's finer label within the plane
+    confidence: float            # smoothed probability of `plane` (0 for none)
+    uncertain: bool
+    none: bool
+    frozen: bool
+    changed: bool                # plane differs from the previous update's
+    since_t: float               # time the current plane was first shown
+
+
+class LabelSmoother:
+    def __init__(self, labels: Sequence[str], coarse_map: dict[str, str],
+                 config: SmoothingConfig = SmoothingConfig()):
+        self.labels = tuple(labels)
+        self.config = config
+        self.planes = COARSE_PLANES
+        # fine -> coarse as a (labels x planes) 0/1 matrix: plane probs = fine probs @ M.
+        self.to_plane = np.zeros((len(self.labels), len(self.planes)), np.float32)
+        for i, label in enumerate(self.labels):
+            self.to_plane[i, self.planes.index(coarse_map.get(label, "other"))] = 1.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.ema_plane: np.ndarray | None = None
+        self.ema_fine: np.ndarray | None = None
+        self.last_t: float | None = None
+        self.shown = UNCERTAIN
+        self.since_t = 0.0
+        self.challenger: str | None = None
+        self.challenger_since = 0.0
+        self._last_state: SmoothedState | None = None
+
+    def _state(self, plane: str, t: float, frozen: bool) -> SmoothedState:
+        changed = self._last_state is None or self._last_state.plane != plane
+        if changed:
+            self.since_t = t
+        if plane in (UNCERTAIN, NO_IMAGE) or self.ema_plane is None:
+            conf = 0.0 if plane == NO_IMAGE or self.ema_plane is None else float(self.ema_plane.max())
+            label = None
+        else:
+            k = self.planes.index(plane)
+            conf = float(self.ema_plane[k])
+            members = self.to_plane[:, k] > 0
+            fine = np.where(members, self.ema_fine, -1.0)
+            label = self.labels[int(np.argmax(fine))]
+        state = SmoothedState(plane, label, conf, plane == UNCERTAIN, plane == NO_IMAGE, frozen,
+                              changed, self.since_t)
+        self._last_state = state
+        return state
+
+    def update(self, probs: np.ndarray | None, t: float, blank: bool = False,
+               frozen: bool = False) -> SmoothedState:
+        cfg = self.config
+        if self.last_t is not None and t - self.last_t > cfg.gap_reset_s:
+            last = self._last_state
+            self.reset()
+            self._last_state = last
+        if blank or probs is None:
+            # Probe lifted: show "none" and start afresh when the image comes back.
+            last = self._last_state
+            self.reset()
+            self._last_state = last
+            self.shown = NO_IMAGE
+            self.last_t = t
+            return self._state(NO_IMAGE, t, frozen=False)
+        if frozen and self.ema_plane is not None:
+            self.last_t = t
+            return self._state(self.shown, t, frozen=True)
+
+        probs = np.asarray(probs, np.float32)
+        plane_p = probs @ self.to_plane
+        if self.ema_plane is None:
+            self.ema_plane, self.ema_fine = plane_p, probs.copy()
+            if self.shown == NO_IMAGE:
+                self.shown = UNCERTAIN
+        else:
+            a = 1.0 - math.exp(-max(t - self.last_t, 0.0) / cfg.tau_s)
+            self.ema_plane = self.ema_plane + a * (plane_p - self.ema_plane)
+            self.ema_fine = self.ema_fine + a * (probs - self.ema_fine)
+        self.last_t = t
+
+        top = self.planes[int(np.argmax(self.ema_plane))]
+        top_p = float(self.ema_plane.max())
+        if self.shown in self.planes and float(self.ema_plane[self.planes.index(self.shown)]) < cfg.keep:
+            self.shown = UNCERTAIN
+        if top != self.shown and top_p >= cfg.enter:
+            if self.challenger != top:
+                self.challenger, self.challenger_since = top, t
+            # Replacing a shown plane needs the full dwell; leaving "uncertain" half of it.
+            dwell = cfg.min_dwell_s if self.shown in self.planes else 0.5 * cfg.min_dwell_s
+            if t - self.challenger_since >= dwell - 1e-9:
+                self.shown, self.challenger = top, None
+        else:
+            self.challenger = None
+        return self._state(self.shown, t, frozen=False)
