@@ -70,6 +70,7 @@ PRESETS: dict[str, CropPreset] = {
 
 DETECT_WIDTH = 320          # detection runs on a copy this wide: ~1 ms at 1080p
 MIN_SIDE_FRACTION = 0.25    # a region narrower/shorter than this share of the screen is not an image
+MARGIN = 0.06              # grow the detected box by this share of its size on each side
 BLOB_MIN_FRACTION = 0.01    # blobs smaller than this share of the screen are UI debris
 
 
@@ -110,8 +111,12 @@ def detect_ultrasound_region(frame: np.ndarray) -> CropRect | None:
     bh = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in big) - y
     if bw < MIN_SIDE_FRACTION * mask.shape[1] or bh < MIN_SIDE_FRACTION * mask.shape[0]:
         return None
+    # The tissue's bounding box is tighter than the scanner's imaging area that models were
+    # trained on (dark fluid and the sector's black corners belong to it): grow it a little.
+    mx, my = int(round(MARGIN * bw)), int(round(MARGIN * bh))
+    x, y, bw, bh = x - mx, y - my, bw + 2 * mx, bh + 2 * my
     inv = 1.0 / scale
-    return CropRect(int(np.floor(x * inv)), int(np.floor(y * inv)),
+    return CropRect(max(0, int(np.floor(x * inv))), max(0, int(np.floor(y * inv))),
                     min(w, int(np.ceil((x + bw) * inv))), min(h, int(np.ceil((y + bh) * inv))))
 
 

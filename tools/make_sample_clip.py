@@ -3,9 +3,9 @@
 
     python tools/make_sample_clip.py [--shared ../shared]
 
-Stills: four FETAL_PLANES_DB images (CC BY 4.0) and four SonoNet example frames (Apache-2.0),
+Stills: three FETAL_PLANES_DB images (CC BY 4.0) and four SonoNet example frames (Apache-2.0),
 listed in streamer/assets/ATTRIBUTION.md. The FETAL_PLANES_DB stills were chosen among images the
-pretrained SonoNet16 labels correctly, so the demo shows right labels: the clip is a demo, not
+pretrained SonoNet16 labels correctly through the real auto-crop path on the rendered screen, so the demo shows right labels: the clip is a demo, not
 an evaluation (tools/bench_video.py on validation-patient sweeps is the evaluation).
 """
 from __future__ import annotations
@@ -19,12 +19,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 import make_sweep  # noqa: E402
 
 FETAL_PLANES_FILES = [
-    "Patient00714_Plane3_7_of_8.png",   # Fetal brain (trans-thalamic), original PNG
-    "Patient00705_Plane2_1_of_2.jpg",   # Fetal abdomen
+    "Patient00305_Plane3_5_of_5.jpg",   # Fetal brain
+    "Patient00305_Plane2_1_of_2.jpg",   # Fetal abdomen
     "Patient00721_Plane5_1_of_1.jpg",   # Fetal femur
-    "Patient00711_Plane6_1_of_4.jpg",   # Fetal thorax (4CH)
 ]
-SONONET_NAMES = ["BRAIN-TV", "ABDOMINAL", "FEMUR", "4CH"]
+SONONET_NAMES = ["4CH", "BRAIN-TV", "FEMUR"]
 
 
 def main() -> int:

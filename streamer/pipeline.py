@@ -1,0 +1,247 @@
+"""The live pipeline: capture -> crop -> preprocess -> infer -> image state -> smooth -> publish.
+
+One call per stage, each stamped with time.monotonic() at its end (the `stages` of a result).
+Capture runs in its own process (streamer.capture); everything else runs here, in order, on the
+newest frame.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines.planes import NO_IMAGE, UNCERTAIN
+from engines.zoo import DEFAULT_ANOMALY_MODEL
+
+from .capture import CaptureOptions, CaptureProcess
+from .crop import CropTracker
+from .errors import SourceError, UserError
+from .image_state import ImageStateDetector
+from .infer import PlaneClassifier, open_model
+from .preprocess import Preprocessor
+from .publish import DEFAULT_ADDRESS, Publisher
+from .smoothing import LabelSmoother, SmoothingConfig
+
+STATUS_EVERY_S = 1.0
+
+
+@dataclass
+class PipelineConfig:
+    source: str
+    fast: bool = False
+    model: str | None = None
+    anomaly_model: str | None = "default"    # "default" (shipped, if any), "none", name or path
+    backend: str = "onnxruntime"
+    threads: int = 1
+    publish: str = DEFAULT_ADDRESS
+    stream_id: str = "0"
+    record: str | None = None
+    crop: str | None = None                  # None: the model's preset, else auto
+    send_frames: bool = True
+    max_frames: int | None = None
+    pix_fmt: str | None = None
+    size: str | None = None
+    reconnect: bool = True
+    open_timeout_s: float = 5.0
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+
+
+@dataclass
+class RunSummary:
+    source: str
+    model: str
+    frames_seen: int = 0         # frames the capture delivered (classified + skipped)
+    classified: int = 0
+    skipped: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    latency_ms: list = field(default_factory=list)   # capture -> publish per result
+    timeline: list = field(default_factory=list)     # (t_s, plane, label)
+    end_state: str = ""
+    error: str | None = None
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.latency_ms:
+            return {}
+        a = np.asarray(self.latency_ms)
+        return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+    def format(self) -> str:
+        pct = self.percentiles()
+        fps = self.classified / self.wall_s if self.wall_s > 0 else 0.0
+        lines = [
+            f"source        {self.source}",
+            f"model         {self.model}",
+            f"frames        {self.frames_seen} delivered, {self.classified} classified, {self.skipped} skipped",
+            f"throughput    {fps:.1f} classified frames/s over {self.wall_s:.1f} s; "
+            f"CPU {self.cpu_s / self.wall_s if self.wall_s else 0:.2f} cores (this process + capture)",
+        ]
+        if pct:
+            lines.append(f"latency       capture->publish p50 {pct['p50']:.1f} ms, p99 {pct['p99']:.1f} ms, "
+                         f"max {pct['max']:.1f} ms")
+        lines.append("timeline      (smoothed label segments)")
+        for t, plane, label in self.timeline:
+            lines.append(f"  {t:7.2f} s  {plane:<10} {label or ''}")
+        if self.error:
+            lines.append(f"ended with error: {self.error}")
+        return "\n".join(lines)
+
+
+class AnomalyStage:
+    """Brain normal / abnormal / uncertain on frames whose stable plane is brain."""
+
+    def __init__(self, model: str, backend: str, threads: int):
+        self.backend = open_model(model, backend, threads, default=model)
+        self.info = self.backend.info
+        if self.info.task != "anomaly":
+            raise UserError(f"{model}: not an anomaly model (task {self.info.task!r})")
+        self.preprocess = Preprocessor(self.info)
+        self.abnormal = self.info.labels.index("abnormal")
+        self.band = self.info.uncertain_band or (0.5, 0.5)
+
+    def __call__(self, roi: np.ndarray) -> dict:
+        from .infer import softmax_with_temperature
+        logits = self.backend.infer(self.preprocess(roi)).logits[0]
+        p = float(softmax_with_temperature(logits, self.info.temperature)[self.abnormal])
+        lo, hi = self.band
+        state = "abnormal" if p >= hi else "normal" if p < lo else "uncertain"
+        if lo == hi:
+            state = "abnormal" if p >= hi else "normal"
+        return {"state": state, "p_abnormal": round(p, 4), "model": self.info.model_id}
+
+
+def _resolve_anomaly(cfg: PipelineConfig) -> str | None:
+    if cfg.anomaly_model in (None, "none"):
+        return None
+    if cfg.anomaly_model == "default":
+        return DEFAULT_ANOMALY_MODEL
+    return cfg.anomaly_model
+
+
+def _cpu_seconds() -> float:
+    import resource
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, log=print):
+        self.cfg = cfg
+        self.log = log
+        self.classifier = PlaneClassifier(cfg.model, backend=cfg.backend, threads=cfg.threads)
+        info = self.classifier.info
+        if info.task != "plane":
+            raise UserError(f"{info.path}: not a plane model (task {info.task!r})")
+        anomaly = _resolve_anomaly(cfg)
+        self.anomaly = AnomalyStage(anomaly, cfg.backend, cfg.threads) if anomaly else None
+        self.crop = CropTracker(cfg.crop or info.crop_preset or "auto")
+        self.image_state = ImageStateDetector()
+        self.smoother = LabelSmoother(info.labels, info.coarse_map, cfg.smoothing)
+        self.model_meta = {"id": info.model_id, "sha256": info.short_hash, "backend": cfg.backend}
+        self.publisher: Publisher | None = None
+
+    def run(self) -> RunSummary:
+        cfg = self.cfg
+        summary = RunSummary(source=cfg.source, model=f"{self.classifier.info.model_id} ({cfg.backend})")
+        self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record)
+        opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
+                              open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
+                              max_frames=cfg.max_frames)
+        t_start, cpu_start = time.monotonic(), _cpu_seconds()
+        recent: list[float] = []
+        last_status = 0.0
+        try:
+            with CaptureProcess(opts) as cap:
+                while True:
+                    for state, message in cap.poll_events():
+                        self._status(cap, state, message, summary)
+                    frame = cap.next_frame(timeout_s=0.1)
+                    if frame is None:
+                        if cap.finished:
+                            break
+                        now = time.monotonic()
+                        if now - last_status >= STATUS_EVERY_S and cap.state != "live":
+                            self._status(cap, cap.state, cap.state_message, summary)
+                            last_status = now
+                        continue
+                    self._process(frame, cap, summary, recent)
+                summary.end_state = cap.state
+                if cap.state == "error":
+                    summary.error = cap.error
+        finally:
+            summary.wall_s = time.monotonic() - t_start
+            summary.cpu_s = _cpu_seconds() - cpu_start
+            self.publisher.close()
+        return summary
+
+    def _status(self, cap: CaptureProcess, state: str, message: str, summary: RunSummary) -> None:
+        self.publisher.status({"state": state, "message": message, "source": self._source(cap),
+                               "t_mono": time.monotonic(), "t_wall": time.time(),
+                               "frames": summary.frames_seen, "skipped_total": cap.skipped_total})
+        if state in ("reconnecting", "error") and message:
+            self.log(f"source {state}: {message}", file=sys.stderr)
+
+    def _source(self, cap: CaptureProcess) -> dict:
+        return {"state": cap.state, **{k: cap.source_info.get(k) for k in
+                                       ("url", "width", "height", "fps", "pix_fmt")}}
+
+    def _process(self, frame, cap: CaptureProcess, summary: RunSummary, recent: list[float]) -> None:
+        t_cap = frame.t_capture_mono
+        rect = self.crop.update(frame.image)
+        roi = rect.apply(frame.image)
+        img_state = self.image_state.update(roi, t_cap)
+        pred = None
+        if not img_state.blank:            # no ultrasound image: nothing to classify
+            x = self.classifier.preprocess(roi)
+            t_pre = time.monotonic()
+            out = self.classifier.backend.infer(x)
+            from .infer import softmax_with_temperature
+            probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
+            t_inf = time.monotonic()
+        else:
+            probs, t_pre = None, time.monotonic()
+            t_inf = t_pre
+        state = self.smoother.update(probs, t_cap, blank=img_state.blank, frozen=img_state.frozen)
+        anomaly = None
+        if self.anomaly is not None and state.plane == "brain" and not state.frozen:
+            anomaly = self.anomaly(roi)
+        t_smooth = time.monotonic()
+
+        info = self.classifier.info
+        topk = []
+        if probs is not None:
+            order = np.argsort(-probs)[:3]
+            topk = [[info.labels[i], round(float(probs[i]), 4), info.coarse(info.labels[i])] for i in order]
+        recent.append(t_cap)
+        while recent and recent[0] < t_cap - 1.0:
+            recent.pop(0)
+        summary.frames_seen += 1 + frame.skipped_since_last
+        summary.skipped = cap.skipped_total
+        summary.classified += 1
+        t_pub = time.monotonic()
+        payload = {
+            "frame": frame.index, "t_capture_mono": t_cap, "t_capture_wall": frame.t_capture_wall,
+            "stages": {"capture": t_cap, "preprocess": t_pre, "infer": t_inf, "smooth": t_smooth,
+                       "publish": t_pub},
+            "model": self.model_meta, "topk": topk, "plane": state.plane, "label": state.label,
+            "confidence": round(state.confidence, 4),
+            "flags": {"uncertain": state.uncertain, "none": state.none, "frozen": state.frozen,
+                      "stale": cap.state != "live"},
+            "anomaly": anomaly, "skipped_total": cap.skipped_total,
+            "skipped_since_last": frame.skipped_since_last, "source": self._source(cap),
+            "crop": rect.as_list(), "fps": float(len(recent)),
+        }
+        self.publisher.result(payload)
+        # Only the cropped ultrasound region is published: burned-in patient text stays out.
+        self.publisher.frame(roi, frame.index, t_cap, rect.as_list())
+        summary.latency_ms.append((t_pub - t_cap) * 1e3)
+        if state.changed or not summary.timeline:
+            t_rel = frame.pts_s if frame.pts_s is not None else t_cap
+            summary.timeline.append((round(t_rel, 2), state.plane, state.label))
+
+
+def run_pipeline(cfg: PipelineConfig, log=print) -> RunSummary:
+    return Pipeline(cfg, log=log).run()
