@@ -146,7 +146,8 @@ class Pipeline:
     def run(self) -> RunSummary:
         cfg = self.cfg
         summary = RunSummary(source=cfg.source, model=f"{self.classifier.info.model_id} ({cfg.backend})")
-        self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record)
+        if self.publisher is None:
+            self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record)
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
                               max_frames=cfg.max_frames)

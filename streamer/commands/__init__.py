@@ -1,0 +1,1 @@
+"""`sonoplane` subcommands: one module each, with register(subparsers)."""

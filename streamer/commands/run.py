@@ -1,0 +1,74 @@
+"""`sonoplane run`: a video source through the whole pipeline, results published over ZeroMQ."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+
+
+def add_pipeline_arguments(p) -> None:
+    p.add_argument("--fast", action="store_true",
+                   help="process every frame as fast as possible (files); default: native rate, newest frame wins")
+    p.add_argument("--model", help="plane model: shipped name (see `sonoplane models`) or .onnx path")
+    p.add_argument("--anomaly-model", default="default",
+                   help="brain anomaly model: name, path, or 'none' (default: the shipped one, if any)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "torch"))
+    p.add_argument("--threads", type=int, default=1,
+                   help="inference threads (default 1: capture needs the other core of a 2-core box)")
+    p.add_argument("--crop", help="auto | none | a preset name (default: the model's preset, else auto)")
+    p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address to bind")
+    p.add_argument("--stream-id", default="0", help="stream id in topics and messages")
+    p.add_argument("--record", metavar="FILE.jsonl", help="write every published result as one JSON line")
+    p.add_argument("--no-frames", action="store_true", help="do not publish the frames topic")
+    p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
+    p.add_argument("--pix-fmt", help="V4L2 input pixel format, e.g. mjpeg, yuyv422")
+    p.add_argument("--size", help="V4L2/camera capture size, e.g. 1920x1080")
+    p.add_argument("--no-reconnect", action="store_true", help="live sources: exit instead of reconnecting")
+    p.add_argument("--quiet", action="store_true", help="no summary")
+
+
+def pipeline_config(args, source: str):
+    from ..pipeline import PipelineConfig
+    from ..sources import classify_spec
+
+    kind = classify_spec(source)         # unsupported URL -> one-line error before anything starts
+    if kind == "file":
+        from pathlib import Path
+        path = Path(source[7:] if source.startswith("file://") else source)
+        if not path.is_file():
+            raise UserError(f"video file not found: {path}")
+    if args.threads < 1:
+        raise UserError("--threads must be at least 1")
+    return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
+                          backend=args.backend, threads=args.threads, publish=args.publish,
+                          stream_id=args.stream_id, record=args.record, crop=args.crop,
+                          send_frames=not args.no_frames, max_frames=args.max_frames,
+                          pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect)
+
+
+def finish(summary, quiet: bool) -> int:
+    if not quiet and summary.classified:
+        print(summary.format())
+    if summary.error:
+        raise UserError(summary.error)
+    return 0
+
+
+def main(args) -> int:
+    from ..pipeline import Pipeline
+
+    cfg = pipeline_config(args, args.source)
+    pipeline = Pipeline(cfg, log=print)
+    if not args.quiet:
+        print(f"sonoplane: {cfg.source} -> {cfg.publish} (model {pipeline.classifier.info.model_id}, "
+              f"{'fast' if cfg.fast else 'native rate'})", file=sys.stderr)
+    return finish(pipeline.run(), args.quiet)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="classify a video source live and publish results over ZeroMQ",
+                       description="SRC: a video file, udp:// rtsp:// srt:// tcp:// http:// URL, "
+                                   "/dev/videoN (V4L2), or a camera index.")
+    p.add_argument("--source", required=True, metavar="SRC")
+    add_pipeline_arguments(p)
+    p.set_defaults(func=main)
