@@ -70,7 +70,7 @@ PRESETS: dict[str, CropPreset] = {
 
 DETECT_WIDTH = 320          # detection runs on a copy this wide: ~1 ms at 1080p
 MIN_SIDE_FRACTION = 0.25    # a region narrower/shorter than this share of the screen is not an image
-MARGIN = 0.06              # grow the detected box by this share of its size on each side
+MARGIN = 0.06              # grow the detected box by this share of its size (sides, bottom)
 BLOB_MIN_FRACTION = 0.01    # blobs smaller than this share of the screen are UI debris
 
 
@@ -113,8 +113,9 @@ def detect_ultrasound_region(frame: np.ndarray) -> CropRect | None:
         return None
     # The tissue's bounding box is tighter than the scanner's imaging area that models were
     # trained on (dark fluid and the sector's black corners belong to it): grow it a little.
+    # Never upwards: scanners burn patient name and dates in above the image.
     mx, my = int(round(MARGIN * bw)), int(round(MARGIN * bh))
-    x, y, bw, bh = x - mx, y - my, bw + 2 * mx, bh + 2 * my
+    x, bw, bh = x - mx, bw + 2 * mx, bh + my
     inv = 1.0 / scale
     return CropRect(max(0, int(np.floor(x * inv))), max(0, int(np.floor(y * inv))),
                     min(w, int(np.ceil((x + bw) * inv))), min(h, int(np.ceil((y + bh) * inv))))

@@ -182,7 +182,7 @@ class Pipeline:
         self.publisher.status({"state": state, "message": message, "source": self._source(cap),
                                "t_mono": time.monotonic(), "t_wall": time.time(),
                                "frames": summary.frames_seen, "skipped_total": cap.skipped_total})
-        if state in ("reconnecting", "error") and message:
+        if state == "reconnecting" and message:
             self.log(f"source {state}: {message}", file=sys.stderr)
 
     def _source(self, cap: CaptureProcess) -> dict:
