@@ -21,8 +21,10 @@ class Publisher:
         self.send_frames = send_frames
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.PUB)
-        # A slow subscriber must never block or bloat the pipeline: small queue, drop beyond it.
-        self.sock.setsockopt(zmq.SNDHWM, 8)
+        # PUB never blocks: beyond the high-water mark it drops the NEWEST messages for that
+        # subscriber, so the mark must sit above any burst (~3 s of results+frames). Subscribers
+        # that want only the newest use CONFLATE, which drains the queue continuously.
+        self.sock.setsockopt(zmq.SNDHWM, 200)
         self.sock.setsockopt(zmq.LINGER, 200)
         try:
             self.sock.bind(address)
