@@ -1,0 +1,49 @@
+"""The bench tools drive the real pipeline: a short end-to-end run of each on a generated sweep."""
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+from .test_make_sweep import make_stills
+
+
+def test_bench_video_and_latency_report_end_to_end(tmp_path):
+    labels = make_stills(tmp_path)
+    video = tmp_path / "sweep.mp4"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_sweep.py"), "--images", str(labels),
+                    "--planes", "Fetal brain", "Fetal abdomen", "--size", "320x240", "--fps", "15",
+                    "--hold", "1.5", "--transition", "0.3", "--frozen", "0.5", "--blank", "0.5",
+                    "--out", str(video)], check=True, capture_output=True, timeout=120)
+    report = tmp_path / "bench.json"
+    png = tmp_path / "timeline.png"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_video.py"), str(video), "--labels",
+                           str(video.with_suffix(".csv")), "--fast", "--json", str(report), "--timeline", str(png)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(report.read_text())
+    for key in ("stable_accuracy", "stable_accuracy_raw", "macro_f1", "flicker_per_min",
+                "time_to_stable_median_s", "time_to_stable_p90_s", "frames", "skipped"):
+        assert key in r
+    n_frames = sum(1 for _ in open(video.with_suffix(".csv"))) - 1
+    assert r["frames"] == n_frames and r["skipped"] == 0            # --fast: every frame classified
+    assert 0.0 <= r["stable_accuracy"] <= 1.0 and r["on_blank"]["shown_none"] > 0.8
+    assert png.stat().st_size > 10_000
+
+    record = tmp_path / "run.jsonl"
+    subprocess.run([sys.executable, "-m", "streamer", "run", "--source", str(video), "--fast", "--no-frames",
+                    "--publish", "tcp://127.0.0.1:0", "--record", str(record), "--quiet"],
+                   cwd=ROOT, check=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "latency_report.py"), "report", str(record),
+                           "--cdf", str(tmp_path / "cdf.png"), "--json", str(tmp_path / "lat.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "capture->publish" in proc.stdout and (tmp_path / "cdf.png").is_file()
+    table = json.loads((tmp_path / "lat.json").read_text())[str(record)]
+    assert table["capture->publish"]["p50"] > 0 and table["capture->publish"]["count"] > 0
+
+
+def test_glass_to_glass_estimate():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from latency_report import glass_to_glass_ms
+    # 30 fps source (33.3 ms) + 40 ms processing -> 3 vsyncs at 60 Hz (50 ms) + 16.7 ms display
+    assert abs(glass_to_glass_ms(30, 40.0, 60) - (33.333 + 50.0 + 16.667)) < 0.01
