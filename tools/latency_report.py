@@ -125,7 +125,7 @@ def cmd_compare(args) -> dict:
                                       "infer": [stage_durations_ms(r)["preprocess->infer"] for r in results]})
     ref = configs[0][0]
     print(f"\nvideo {args.video}; {args.repeat} interleaved repeat(s); ratios against '{ref}'")
-    print(f"{'config':<18}{'mode':<8}{'p50':>8}{'p99':>8}{'max':>8}{'infer p50':>10}{'fps':>8}{'skipped':>9}"
+    print(f"{'config':<22}{'mode':<8}{'p50':>8}{'p99':>8}{'max':>8}{'infer p50':>10}{'fps':>8}{'skipped':>9}"
           f"{'cores':>7}{'p50 ratio':>10}{'fps ratio':>10}")
     summary = {}
     for name, _ in configs:
@@ -141,7 +141,7 @@ def cmd_compare(args) -> dict:
                                      "cores": sum(r["cores"] for r in runs) / len(runs)}
     for (name, mode), s in summary.items():
         r = summary[(ref, mode)]
-        print(f"{name:<18}{mode:<8}{s['p50']:8.1f}{s['p99']:8.1f}{s['max']:8.1f}{s['infer_p50']:10.1f}"
+        print(f"{name:<22}{mode:<8}{s['p50']:8.1f}{s['p99']:8.1f}{s['max']:8.1f}{s['infer_p50']:10.1f}"
               f"{s['fps']:8.1f}{s['skipped']:9.0f}{s['cores']:7.2f}{s['p50'] / r['p50']:10.2f}{s['fps'] / r['fps']:10.2f}")
     report["summary"] = {f"{k[0]}/{k[1]}": v for k, v in summary.items()}
     import av
