@@ -71,3 +71,11 @@ def test_onnx_matches_torch_port():
     model = create_model("sononet16", pretrained=True, npz_path=SHARED / "data" / "sononet" / "SonoNet16.npz")
     x = torch.randn(2, 1, 224, 288) * 255
     assert onnx_torch_max_abs_diff(model, resolve("sononet16"), x) < 1e-3
+
+
+def test_int8_model_agrees_on_all_thirteen_frames():
+    int8 = PlaneClassifier("sononet16_int8")
+    assert int8.info.extra.get("precision") == "int8"
+    for path in FRAMES:
+        pred, _ = int8.classify_frame(cv2.imread(str(path)))
+        assert pred.label == EXPECTED[path.stem], (path.stem, pred.topk(3))
