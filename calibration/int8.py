@@ -47,13 +47,9 @@ def preprocess_all(info, frames) -> list[np.ndarray]:
     return out
 
 
-def quantize(model: Path, batches: list[np.ndarray], out: Path, method: str) -> Path:
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    info = read_model_info(model)
+def _reader(batches: list[np.ndarray], input_name: str):
+    """The preprocessed frames as an onnxruntime CalibrationDataReader."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -61,13 +57,23 @@ def quantize(model: Path, batches: list[np.ndarray], out: Path, method: str) -> 
 
         def get_next(self):
             x = next(self.it, None)
-            return None if x is None else {info.input_name: x}
+            return None if x is None else {input_name: x}
+
+    return Reader()
+
+
+def quantize(model: Path, batches: list[np.ndarray], out: Path, method: str) -> Path:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    info = read_model_info(model)
 
     prepped = out.with_suffix(".prep.onnx")
     quant_pre_process(str(model), str(prepped))
     methods = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                "minmax": CalibrationMethod.MinMax}
-    quantize_static(str(prepped), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(prepped), str(out), _reader(batches, info.input_name), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=methods[method])
     prepped.unlink()
@@ -89,17 +95,7 @@ def write_tensorrt_cache(model: Path, batches: list[np.ndarray], method: str, na
                "minmax": CalibrationMethod.MinMax}
     info = read_model_info(model)
     calibrator = create_calibrator(str(model), calibrate_method=methods[method])
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(batches)
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {info.input_name: x}
-
-    calibrator.collect_data(Reader())
+    calibrator.collect_data(_reader(batches, info.input_name))
     ranges = calibrator.compute_data()
     CACHE_DIR.mkdir(exist_ok=True)
     table = {k: (float(v.range_value[0]), float(v.range_value[1])) if hasattr(v, "range_value") else
