@@ -94,7 +94,11 @@ def write_tensorrt_cache(model: Path, batches: list[np.ndarray], method: str, na
     methods = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                "minmax": CalibrationMethod.MinMax}
     info = read_model_info(model)
-    calibrator = create_calibrator(str(model), calibrate_method=methods[method])
+    import tempfile
+    # ORT writes an augmented copy of the model; keep it out of the working directory.
+    augmented = Path(tempfile.mkdtemp()) / "augmented_model.onnx"
+    calibrator = create_calibrator(str(model), augmented_model_path=str(augmented),
+                                   calibrate_method=methods[method])
     calibrator.collect_data(_reader(batches, info.input_name))
     ranges = calibrator.compute_data()
     CACHE_DIR.mkdir(exist_ok=True)
