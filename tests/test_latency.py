@@ -1,0 +1,171 @@
+"""Latency stats (streamer/latency.py) on data with known answers, and tools/latency_report.py
+on synthetic and (short) real runs."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer import latency
+from streamer.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / "tools"
+SAMPLE = ROOT / "streamer" / "assets" / "sample_scan.mp4"
+
+
+def make_result(i: int, t0: float, durations_ms=(2.0, 10.0, 0.5, 0.25), skipped: int = 0) -> dict:
+    """A result message whose stages are spaced by the given durations (ms)."""
+    stamps = [t0]
+    for d in durations_ms:
+        stamps.append(stamps[-1] + d / 1e3)
+    return {"v": 1, "kind": "result", "stream": "0", "frame": i, "t_capture_mono": t0,
+            "stages": dict(zip(latency.STAGE_ORDER, stamps)), "skipped_total": skipped,
+            "plane": "brain", "label": "Brain (Tv.)", "confidence": 0.9}
+
+
+# --- stats -----------------------------------------------------------------------------------
+
+def test_summarize_known_percentiles():
+    s = latency.summarize(range(1, 101))          # 1..100, numpy linear interpolation
+    assert s["count"] == 100 and s["mean"] == pytest.approx(50.5)
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p10"] == pytest.approx(10.9)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["p99.9"] == pytest.approx(99.901)
+    assert s["max"] == 100 and s["min"] == 1
+    assert s["tail"] == pytest.approx(100 - 95.05)       # p100 - p95
+    assert s["flatness"] == pytest.approx(90.1 - 10.9)   # p90 - p10
+
+
+def test_summarize_constant_is_flat_and_one_spike_is_tail():
+    flat = latency.summarize([20.0] * 500)
+    assert flat["flatness"] == 0 and flat["tail"] == 0 and flat["p99.9"] == 20
+    spiky = latency.summarize([20.0] * 499 + [220.0])
+    assert spiky["p50"] == 20 and spiky["flatness"] == 0      # the bulk is unchanged...
+    assert spiky["tail"] == pytest.approx(200.0)              # ...the spike shows in the tail only
+    assert latency.summarize([]) == {"count": 0}
+
+
+def test_warmup_drop_by_frames_and_seconds():
+    t = [100.0 + i * 0.1 for i in range(50)]                  # 10 fps
+    assert latency.warmup_keep_mask(t, frames=5).sum() == 45
+    assert not latency.warmup_keep_mask(t, frames=5)[:5].any()
+    # 2 s at 10 fps = the first 20 results, whatever the frame count says
+    assert latency.warmup_keep_mask(t, frames=0, seconds=2.0).sum() == 30
+    assert latency.warmup_keep_mask(t, frames=25, seconds=2.0).sum() == 25   # both rules apply
+    assert latency.warmup_keep_mask(t, frames=80).sum() == 0
+
+
+def test_warmup_is_excluded_from_the_table():
+    # 30 slow warm-up frames (500 ms infer) then 100 frames at 10 ms: warm-up must not show
+    res = [make_result(i, 10.0 + i / 30, (2, 500 if i < 30 else 10, 0.5, 0.25)) for i in range(130)]
+    table = latency.stage_table(res, warmup_frames=30)
+    assert table["preprocess->infer"]["count"] == 100
+    assert table["preprocess->infer"]["max"] == pytest.approx(10.0)
+    with_warmup = latency.stage_table(res, warmup_frames=0)
+    assert with_warmup["preprocess->infer"]["max"] == pytest.approx(500.0)
+
+
+# --- stage durations -------------------------------------------------------------------------
+
+def test_stage_durations_from_a_message():
+    r = make_result(0, 1000.0, (3.0, 12.0, 0.5, 0.25))
+    d = latency.stage_durations_ms(r)
+    assert d["capture->preprocess"] == pytest.approx(3.0)
+    assert d["preprocess->infer"] == pytest.approx(12.0)
+    assert d["infer->smooth"] == pytest.approx(0.5)
+    assert d["smooth->publish"] == pytest.approx(0.25)
+    assert d["capture->publish"] == pytest.approx(15.75)
+    assert "capture->subscriber" not in d
+    d = latency.stage_durations_ms(r, received_mono=1000.0 + 0.0171)
+    assert d["capture->subscriber"] == pytest.approx(17.1)
+
+
+def test_stage_durations_reject_broken_messages():
+    r = make_result(0, 5.0)
+    del r["stages"]["infer"]
+    with pytest.raises(ValueError, match="infer"):
+        latency.stage_durations_ms(r)
+    r = make_result(0, 5.0, (2.0, -1.0, 0.5, 0.25))
+    with pytest.raises(ValueError, match="backwards"):
+        latency.stage_durations_ms(r)
+
+
+def test_glass_to_glass_from_parts():
+    g = latency.glass_to_glass_ms(30, 40.0, 60)
+    # 33.3 ms capture frame + 40 ms rounded up to 3 vsyncs (50 ms) + 16.7 ms display
+    assert g["processing_vsync_ms"] == pytest.approx(50.0)
+    assert g["total_ms"] == pytest.approx(1000 / 30 + 50.0 + 1000 / 60)
+    # exactly on a vsync stays there
+    assert latency.glass_to_glass_ms(60, 1000 / 60, 60)["processing_vsync_ms"] == pytest.approx(1000 / 60)
+
+
+def test_read_results_jsonl_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        latency.read_results_jsonl(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "result"}\nnot json\n')
+    with pytest.raises(UserError, match=":2: not a JSON line"):
+        latency.read_results_jsonl(bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"kind": "status"}\n')
+    with pytest.raises(UserError, match="no result messages"):
+        latency.read_results_jsonl(empty)
+
+
+def test_markdown_table_shape():
+    md = latency.stage_markdown(latency.stage_table([make_result(i, i / 30, (2, 10, 0.5, 0.5)) for i in range(40)],
+                                                   warmup_frames=0))
+    lines = md.splitlines()
+    assert lines[0].startswith("| stage (ms) | p50") and len(lines) == 2 + len(latency.STAGE_SPANS)
+    assert "| capture->publish | 13.0 | 13.0 |" in md and "| smooth->publish | 0.50 |" in md
+
+
+# --- tools/latency_report.py -----------------------------------------------------------------
+
+def write_jsonl(path: Path, results: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in results))
+
+
+def test_report_mode_on_synthetic_jsonl(tmp_path):
+    rng = np.random.default_rng(0)
+    res = [make_result(i, 50.0 + i / 30, (2.0, float(rng.uniform(20, 30)), 0.5, 0.25), skipped=i // 10)
+           for i in range(200)]
+    run = tmp_path / "run.jsonl"
+    write_jsonl(run, res)
+    png, out_json = tmp_path / "cdf.png", tmp_path / "lat.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "latency_report.py"), "report", str(run),
+                           "--cdf", str(png), "--json", str(out_json), "--warmup-frames", "20"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "| capture->publish |" in proc.stdout and "| preprocess->infer |" in proc.stdout
+    assert png.stat().st_size > 5_000 and png.read_bytes()[:4] == b"\x89PNG"
+    table = json.loads(out_json.read_text())[str(run)]
+    infer = [d for d in (latency.stage_durations_ms(r)["preprocess->infer"] for r in res[20:])]
+    assert table["preprocess->infer"]["count"] == 180
+    assert table["preprocess->infer"]["p50"] == pytest.approx(float(np.percentile(infer, 50)))
+    assert table["capture->publish"]["p50"] == pytest.approx(float(np.percentile(infer, 50)) + 2.75)
+
+
+def test_report_mode_bad_input_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(TOOLS / "latency_report.py"), "report", str(tmp_path / "nope.jsonl")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cores_from_proc_tree_rusage():
+    sys.path.insert(0, str(TOOLS))
+    from latency_report import run_and_measure
+    # a child that burns ~0.4 s of CPU in a 0.4+ s wall: close to one core
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.4: pass"
+    info = run_and_measure([sys.executable, "-c", code], cwd=ROOT)
+    assert info["returncode"] == 0 and 0.4 <= info["cpu_s"] < 2.0
+    assert 0.3 < info["cores"] <= 1.2
