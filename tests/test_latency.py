@@ -169,3 +169,91 @@ def test_cores_from_proc_tree_rusage():
     info = run_and_measure([sys.executable, "-c", code], cwd=ROOT)
     assert info["returncode"] == 0 and 0.4 <= info["cpu_s"] < 2.0
     assert 0.3 < info["cores"] <= 1.2
+
+
+def test_streamer_latency_does_not_import_torch():
+    code = "import sys, streamer.latency; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_compare_config_errors_are_one_line(tmp_path):
+    for argv, msg in ((["--video", str(tmp_path / "none.mp4")], "no such video file"),
+                      (["--video", str(SAMPLE), "--config", "noequals"], "expected NAME="),
+                      (["--video", str(SAMPLE), "--config", "a=--fast"], "set by compare itself"),
+                      (["--video", str(SAMPLE), "--modes", "turbo"], "--modes")):
+        proc = subprocess.run([sys.executable, str(TOOLS / "latency_report.py"), "compare", *argv],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- real runs of the pipeline (short) ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_compare_real_runs_interleaved_with_two_streams(tmp_path):
+    out = tmp_path / "cmp.json"
+    png = tmp_path / "cmp.png"
+    proc = subprocess.run([sys.executable, str(TOOLS / "latency_report.py"), "compare", "--video", str(SAMPLE),
+                           "--config", "ref=--threads 1", "--config", "noframes=--threads 1 --no-frames",
+                           "--repeat", "2", "--max-frames", "30", "--warmup-frames", "3", "--two-stream",
+                           "--json", str(out), "--cdf", str(png)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    # A B A B per mode, both modes in each repeat
+    assert r["run_order"] == ["ref/native", "noframes/native", "ref/fast", "noframes/fast"] * 2
+    for key, s in r["summary"].items():
+        assert s["frames"] == 30 and 0 < s["p50"] <= s["p99"] <= s["max"]
+        assert len(s["p50_per_repeat"]) == 2 and 0.1 < s["cores"] < 2.5
+        assert s["infer_p50"] < s["p50"]              # inference is part of capture->publish
+        if key.endswith("/fast"):                      # --fast: every frame classified, none skipped
+            assert s["classified"] == 30 and s["skipped"] == 0
+        else:                                          # native: every captured frame is classified or skipped
+            assert s["classified"] + s["skipped"] == 30
+    assert "| ref | native |" in proc.stdout and "| noframes | fast |" in proc.stdout
+    assert "1.00 | 1.00 | 1.00 |" in proc.stdout       # the reference against itself
+    assert "glass-to-glass estimate" in proc.stdout and r["glass_to_glass"]["p50"]["total_ms"] > 1000 / 30
+    assert set(r["two_stream"]) == {"a/native", "b/native", "a/fast", "b/fast"}
+    assert all(s["classified"] > 0 for s in r["two_stream"].values())
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_live_mode_adds_capture_to_subscriber(tmp_path):
+    sys.path.insert(0, str(TOOLS))
+    from latency_report import free_port
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "live.json"
+    live = subprocess.Popen([sys.executable, str(TOOLS / "latency_report.py"), "live", "--connect", addr,
+                             "--duration", "8", "--warmup-frames", "5", "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        subprocess.run([sys.executable, "-m", "streamer", "run", "--source", str(SAMPLE), "--max-frames", "90",
+                        "--publish", addr, "--no-frames", "--quiet"], cwd=ROOT, check=True, timeout=60)
+        stdout, stderr = live.communicate(timeout=30)
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.communicate()
+    assert live.returncode == 0, stderr
+    r = json.loads(out.read_text())
+    sub, pub = r["stages"]["capture->subscriber"], r["stages"]["capture->publish"]
+    assert r["results"] > 20 and sub["count"] == pub["count"]
+    assert sub["p50"] >= pub["p50"]                    # the subscriber receives after the publish stamp
+    assert "| capture->subscriber |" in stdout
+
+
+def test_live_mode_without_publisher_says_so():
+    proc = subprocess.run([sys.executable, str(TOOLS / "latency_report.py"), "live", "--connect",
+                           "tcp://127.0.0.1:9", "--duration", "0.5"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no result messages" in proc.stderr
+
+
+def test_seed_baseline_one_frame():
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(TOOLS))
+    from seed_baseline import run_baseline
+    b = run_baseline(SAMPLE, frames=1)
+    assert b["frames"] == 1 and b["size"] == "1280x720"
+    parts = b["parts_ms_p50"]
+    assert parts["denoise"] > parts["equalize"] > 0 and parts["cnn"] > 0
+    assert b["per_frame_ms"]["p50"] >= parts["denoise"] + parts["cnn"]
+    assert 0 < b["fps"] < 1000 / b["per_frame_ms"]["p50"] + 1e-6   # throughput includes decoding
