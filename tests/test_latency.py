@@ -205,6 +205,8 @@ def test_compare_real_runs_interleaved_with_two_streams(tmp_path):
         assert s["frames"] == 30 and 0 < s["p50"] <= s["p99"] <= s["max"]
         assert len(s["p50_per_repeat"]) == 2 and 0.1 < s["cores"] < 2.5
         assert s["infer_p50"] < s["p50"]              # inference is part of capture->publish
+        assert s["stages"]["preprocess->infer"]["p50"] == pytest.approx(s["infer_p50"])
+        assert s["stages"]["capture->publish"]["count"] == s["n"]
         if key.endswith("/fast"):                      # --fast: every frame classified, none skipped
             assert s["classified"] == 30 and s["skipped"] == 0
         else:                                          # native: every captured frame is classified or skipped

@@ -135,8 +135,9 @@ def run_metrics(results: list[dict], info: dict, args) -> dict:
             "frames": int(last.get("frame", len(results) - 1)) + 1,
             "fps": L.classified_fps(results), "source_fps": (last.get("source") or {}).get("fps"),
             "wall_s": info["wall_s"], "cpu_s": info["cpu_s"], "cores": info["cores"],
-            "latency_ms": lat, "infer_ms": infer, "stages": L.stage_table(results, None, args.warmup_frames,
-                                                                          args.warmup_seconds)}
+            "latency_ms": lat, "infer_ms": infer,
+            "stage_ms": {span: L.span_values(results, span, args.warmup_frames, args.warmup_seconds)
+                         for span in L.STAGE_SPANS}}
 
 
 def run_once(video: str, extra: list[str], mode: str, args) -> dict:
@@ -318,7 +319,8 @@ def summarize_runs(runs: list[dict]) -> dict:
             "infer_p50": L.summarize(v for r in runs for v in r["infer_ms"]).get("p50"),
             "fps": mean("fps"), "classified": mean("classified"), "skipped": mean("skipped"),
             "frames": mean("frames"), "cores": mean("cores"),
-            "p50_per_repeat": [L.summarize(r["latency_ms"]).get("p50") for r in runs]}
+            "p50_per_repeat": [L.summarize(r["latency_ms"]).get("p50") for r in runs],
+            "stages": {span: L.summarize(v for r in runs for v in r["stage_ms"][span]) for span in L.STAGE_SPANS}}
 
 
 def _ratio(a, b):
@@ -367,8 +369,13 @@ def cmd_compare(args) -> dict:
     print(L.markdown_table(header, rows))
     report: dict = {"video": str(video), "source_fps": src_fps, "repeat": args.repeat, "run_order": order,
                     "reference": ref, "configs": {n: e for n, e in configs},
-                    "summary": {f"{k[0]}/{k[1]}": v for k, v in summary.items()},
-                    "stages": {f"{k[0]}/{k[1]}": v[-1]["stages"] for k, v in runs.items()}}
+                    "summary": {f"{k[0]}/{k[1]}": v for k, v in summary.items()}}
+    print("\nper stage, pooled over the repeats: p50 / p99 in ms (capture->preprocess includes the time the "
+          "frame waited in the latest-frame slot while the previous one was processed)\n")
+    print(L.markdown_table(("config", "mode") + L.STAGE_SPANS,
+                           [[n, m] + [f"{summary[(n, m)]['stages'][sp]['p50']:.1f} / "
+                                      f"{summary[(n, m)]['stages'][sp]['p99']:.1f}" for sp in L.STAGE_SPANS]
+                            for m in modes for n, _ in configs]))
     if "native" in modes:
         s = summary[(ref, "native")]
         line, report["glass_to_glass"] = _glass_line(f"{ref}, native", src_fps, s["p50"], s["p99"], args.display_hz)
