@@ -244,7 +244,7 @@ def cache_rois(samples: Sequence[Sample], size: tuple[int, int], cache_dir: str 
     if progress:
         try:
             from tqdm import tqdm
-            it = tqdm(it, total=len(samples), desc=f"decode+crop {w}x{h}", leave=False)
+            it = tqdm(it, total=len(samples), desc=f"decode+crop {w}x{h}", leave=False, mininterval=10)
         except ImportError:
             pass
     for i, s in it:

@@ -1,0 +1,328 @@
+"""Train a plane classifier on FETAL_PLANES_DB and export it to ONNX with sonoplane metadata.
+
+    python -m engines train --model efficientnet_lite0 --data ../shared/data/fetal_planes \
+        --input 192x144 --epochs 12 --out runs/lite0
+
+Recipe (seed 002's, adapted to 2 CPU cores): patient-level split (the committed
+engines/splits file for the ../shared subset), class weights total / (classes x count), on-the-fly
+augmentation (engines.augment), AdamW with linear warm-up + cosine decay, early stopping on the
+validation loss, fixed seed. Images are the runtime's own auto-crops (engines.data), normalised
+per image exactly as streamer.preprocess does for the exported metadata.
+
+Outputs in --out: best.pt (state dict + config), history.json, val_logits.npz (validation
+logits of the best epoch, for temperature fitting), model.onnx (engines.export.export_onnx).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from .augment import augment_batch
+
+CACHE_MARGIN = 1.15   # training crops are cached this much larger than the input, for crop/translate
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 192x144, got {text!r}")
+    if w < 32 or h < 32:
+        raise argparse.ArgumentTypeError("input size must be at least 32x32")
+    return w, h
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a plane classifier and export it to ONNX")
+    p.add_argument("--model", default="efficientnet_lite0", help="model family (engines.models.list_models())")
+    p.add_argument("--data", default=str(D.DEFAULT_DATA), help="FETAL_PLANES_DB folder (either layout)")
+    p.add_argument("--split", default=None, help="validation patient ids file (default: the committed split "
+                   "for the ../shared subset, else a fresh patient split with --seed)")
+    p.add_argument("--labels", choices=("fine", "coarse"), default="fine",
+                   help="fine: brain sub-planes as separate classes (9); coarse: the 6 dataset planes")
+    p.add_argument("--input", type=parse_size, default=(192, 144), help="model input WxH")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.02)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val-loss gain")
+    p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="ImageNet weights (default: on for efficientnet_lite0)")
+    p.add_argument("--freeze-blocks", type=int, default=0,
+                   help="efficientnet_lite0: keep the stem and the first N MBConv blocks frozen (CPU time)")
+    p.add_argument("--max-minutes", type=float, default=None, help="time box: stop after the epoch that passes it")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/lite0")
+    p.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    p.set_defaults(func=run)
+
+
+def resolve_split(samples, split_arg: str | None, seed: int) -> tuple[set[str], str]:
+    if split_arg:
+        return D.read_val_patients(split_arg), str(split_arg)
+    committed = D.read_val_patients(D.DEFAULT_VAL_PATIENTS) if D.DEFAULT_VAL_PATIENTS.is_file() else set()
+    patients = {s.patient for s in samples}
+    if committed and committed <= patients and len(patients) < 1000:
+        return committed, str(D.DEFAULT_VAL_PATIENTS.relative_to(D.REPO_ROOT))
+    return D.patient_split(samples, 0.2, seed), f"engines.data.patient_split(val_fraction=0.2, seed={seed})"
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Seed 002's weights: total / (classes x count); a class absent from training gets 0."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = np.zeros(num_classes)
+    present = counts > 0
+    w[present] = len(labels) / (present.sum() * counts[present])
+    return w
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch import nn
+
+    from .models import create_model
+
+    from streamer.errors import UserError
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        samples = D.load_index(args.data)
+    except D.DataError as exc:
+        raise UserError(str(exc)) from exc
+    val_patients, split_desc = resolve_split(samples, args.split, args.seed)
+    train_s, val_s = D.split_samples(samples, val_patients)
+    if not train_s or not val_s:
+        raise UserError("the split leaves no training or no validation images")
+    label_names = D.LABEL_SETS[args.labels]
+    index = {name: i for i, name in enumerate(label_names)}
+    y_train = np.array([index[s.label(args.labels)] for s in train_s])
+    y_val = np.array([index[s.label(args.labels)] for s in val_s])
+    w, h = args.input
+    print(f"data: {args.data}: train {len(train_s)} images / {len({s.patient for s in train_s})} patients, "
+          f"val {len(val_s)} / {len(val_patients)} patients ({split_desc}); {len(label_names)} classes")
+
+    # Decode + crop once for all images (cached under /tmp), then index the two halves.
+    big = (int(round(w * CACHE_MARGIN)), int(round(h * CACHE_MARGIN)))
+    pos = {id(s): i for i, s in enumerate(samples)}
+    all_big = D.cache_rois(samples, big)
+    all_exact = D.cache_rois(samples, (w, h))
+    x_train_big = all_big[[pos[id(s)] for s in train_s]]
+    x_val = D.per_image_standardise(all_exact[[pos[id(s)] for s in val_s]])
+
+    pretrained = args.pretrained if args.pretrained is not None else args.model == "efficientnet_lite0"
+    model = create_model(args.model, num_classes=len(label_names), in_chans=1, pretrained=pretrained)
+    frozen: list[nn.Module] = []
+    if args.freeze_blocks:
+        if not hasattr(model, "_blocks"):
+            raise UserError("--freeze-blocks applies to efficientnet_lite0 only")
+        frozen = [model._conv_stem, model._bn0, *model._blocks[:args.freeze_blocks]]
+        for m in frozen:
+            for p_ in m.parameters():
+                p_.requires_grad = False
+    device = torch.device(args.device)
+    # channels_last makes depthwise convolutions several times faster on CPU.
+    model = model.to(device=device, memory_format=torch.channels_last)
+    params = [p_ for p_ in model.parameters() if p_.requires_grad]
+    decay = [p_ for p_ in params if p_.ndim > 1]
+    no_decay = [p_ for p_ in params if p_.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    cw = torch.tensor(class_weights(y_train, len(label_names)), dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=args.label_smoothing)
+    steps_per_epoch = math.ceil(len(train_s) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bars are optional
+        def tqdm(it, **_):
+            return it
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        model.eval()
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(x), 64):
+                xb = torch.from_numpy(x[i:i + 64]).to(device).contiguous(memory_format=torch.channels_last)
+                outs.append(model(xb)[0].float().cpu().numpy())
+        return np.concatenate(outs)
+
+    history, best, best_state, bad_epochs, step = [], None, None, 0, 0
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        model.train()
+        for m in frozen:
+            m.eval()   # frozen part: keep ImageNet BN statistics
+        order = rng.permutation(len(train_s))
+        running, seen = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, mininterval=10)
+        for b in bar:
+            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            xb = D.per_image_standardise(augment_batch(x_train_big[idx], (w, h), rng))
+            xb = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
+            yb = torch.from_numpy(y_train[idx]).to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total_steps, warmup, args.lr)
+            logits, _ = model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            running += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{running / seen:.3f}")
+        val_logits = predict(x_val)
+        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
+        pred = val_logits.argmax(1)
+        coarse_of = np.array([D.FINE_TO_COARSE.get(n, n) for n in label_names])
+        coarse_acc = float((coarse_of[pred] == coarse_of[y_val]).mean())
+        main = np.isin(coarse_of[y_val], D.MAIN_PLANES)
+        main_acc = float((coarse_of[pred][main] == coarse_of[y_val][main]).mean())
+        rec = {"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss,
+               "val_acc": float((pred == y_val).mean()), "val_coarse_acc": coarse_acc,
+               "val_main4_acc": main_acc, "minutes": (time.time() - t0) / 60}
+        history.append(rec)
+        improved = best is None or val_loss < best["val_loss"]
+        print(f"epoch {epoch + 1}: train loss {rec['train_loss']:.3f}  val loss {val_loss:.3f}  "
+              f"acc {rec['val_acc']:.3f}  coarse {coarse_acc:.3f}  four planes {main_acc:.3f}  "
+              f"[{rec['minutes']:.1f} min]{'  *' if improved else ''}", flush=True)
+        if improved:
+            best, bad_epochs = rec, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            np.savez(out / "val_logits.npz", logits=val_logits, labels=y_val,
+                     patients=np.array([s.patient for s in val_s]))
+        else:
+            bad_epochs += 1
+            if bad_epochs >= args.patience:
+                print(f"early stop: no val-loss gain for {args.patience} epochs")
+                break
+        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+            print(f"time box of {args.max_minutes} min reached")
+            break
+
+    model.load_state_dict(best_state)
+    command = "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    config = {"model": args.model, "labels": list(label_names), "label_set": args.labels,
+              "input": [w, h], "pretrained": pretrained, "freeze_blocks": args.freeze_blocks,
+              "data": str(args.data), "split": split_desc, "seed": args.seed, "command": command,
+              "split_sizes": D.describe_split(train_s, val_s), "best_epoch": best["epoch"],
+              "train_minutes": round((time.time() - t0) / 60, 1), "epochs_run": len(history),
+              "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
+                                                      "warmup_epochs", "patience", "label_smoothing")}}
+    torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
+    (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
+    print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
+          f"{config['train_minutes']} min; saved {out / 'best.pt'}")
+    if not args.no_export:
+        export_run(out)
+    return 0
+
+
+def load_run(run_dir: str | Path):
+    """(model in eval mode, config) from a run folder's best.pt."""
+    import torch
+
+    from .models import create_model
+    ckpt = torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=False)
+    cfg = ckpt["config"]
+    model = create_model(cfg["model"], num_classes=len(cfg["labels"]), in_chans=1, pretrained=False)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), cfg
+
+
+def build_metadata(cfg: dict, model_id: str, temperature: float = 1.0, metrics: dict | None = None) -> dict:
+    w, h = cfg["input"]
+    license_text = ("code Apache-2.0; weights trained on FETAL_PLANES_DB (CC BY 4.0, Burgos-Artizzu X.P. et al., "
+                    "Sci Rep 10, 10200 (2020), Zenodo 3904280)")
+    if cfg["model"] == "efficientnet_lite0" and cfg.get("pretrained"):
+        license_text += "; initialised from ImageNet EfficientNet-Lite0 weights (Apache-2.0)"
+    return {
+        "model_id": model_id, "task": "plane", "labels": cfg["labels"],
+        "coarse_map": {n: D.FINE_TO_COARSE.get(n, n) for n in cfg["labels"]},
+        "input": {"name": "image", "height": h, "width": w, "channels": 1},
+        "normalisation": {"kind": "per_image_standardise", "scale": 1.0},
+        "resize": "area", "crop_preset": None, "temperature": float(temperature),
+        "training": {"family": cfg["model"], "data": "FETAL_PLANES_DB (../shared subset: 968 images, Train==1 half)",
+                     "split": cfg["split"], "split_sizes": {k: v for k, v in cfg["split_sizes"].items()
+                                                            if not k.endswith("per_class")},
+                     "pretrained": cfg.get("pretrained"), "best_epoch": cfg.get("best_epoch"),
+                     "train_minutes": cfg.get("train_minutes"), "command": cfg.get("command")},
+        "metrics": metrics or {},
+        "license": license_text,
+        "source": "sonoplane engines/train.py",
+    }
+
+
+def export_run(run_dir: str | Path, path: str | Path | None = None, model_id: str | None = None,
+               temperature: float = 1.0, metrics: dict | None = None) -> Path:
+    import torch
+
+    from .export import export_onnx
+    model, cfg = load_run(run_dir)
+    w, h = cfg["input"]
+    meta = build_metadata(cfg, model_id or f"{cfg['model']}-planes", temperature, metrics)
+    example = torch.from_numpy(D.per_image_standardise(np.random.default_rng(0).integers(0, 255, (2, h, w), np.uint8)))
+    return export_onnx(model, meta, path or Path(run_dir) / "model.onnx", example)
+
+
+def register_export(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a training run to ONNX with sonoplane metadata")
+    p.add_argument("--run", required=True, help="run folder with best.pt")
+    p.add_argument("--out", required=True, help="ONNX path, e.g. engines/zoo/planes_lite0.onnx")
+    p.add_argument("--model-id", default=None)
+    p.add_argument("--report", default=None,
+                   help="evaluation report JSON (engines evaluate): its temperature and headline metrics go into the metadata")
+    p.set_defaults(func=_export_cmd)
+
+
+def _export_cmd(args: argparse.Namespace) -> int:
+    from streamer.errors import UserError
+    if not (Path(args.run) / "best.pt").is_file():
+        raise UserError(f"no best.pt in {args.run} (train first)")
+    temperature, metrics = 1.0, None
+    if args.report:
+        report = json.loads(Path(args.report).read_text())
+        temperature = float(report["temperature"]["T"])
+        metrics = report["headline"]
+    export_run(args.run, args.out, args.model_id or Path(args.out).stem, temperature, metrics)
+    return 0
+
+
+def register_bench(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="ORT CPU latency of models (runs tools/bench_models.py)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for tools/bench_models.py")
+    p.set_defaults(func=_bench_cmd)
+
+
+def _bench_cmd(args: argparse.Namespace) -> int:
+    import runpy
+    script = D.REPO_ROOT / "tools" / "bench_models.py"
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
