@@ -87,29 +87,43 @@ def warmup_keep_mask(capture_times: Sequence[float], frames: int = DEFAULT_WARMU
     return keep
 
 
+def model_ran(result: dict) -> bool:
+    """False for frames the pipeline did not classify (blank: no ultrasound image, so no inference
+    and an empty `topk`). Their latency is real but model-independent, so by default they are left
+    out of the tables: ~5 ms blank frames would pull p50 down and dilute ratios between models."""
+    return bool(result.get("topk"))
+
+
 def drop_warmup(results: Sequence[dict], frames: int = DEFAULT_WARMUP_FRAMES, seconds: float = 0.0,
-                received: Sequence[float] | None = None) -> tuple[list[dict], list[float] | None]:
-    """Results (and their receive times, if any) after the warm-up, in order."""
+                received: Sequence[float] | None = None,
+                include_blank: bool = True) -> tuple[list[dict], list[float] | None]:
+    """Results (and their receive times, if any) after the warm-up, in order; without
+    include_blank, also without the frames where the model did not run (see model_ran).
+    The warm-up is counted on all results, before blank frames are removed."""
     mask = warmup_keep_mask([r["t_capture_mono"] for r in results], frames, seconds)
+    if not include_blank:
+        mask &= np.array([model_ran(r) for r in results], dtype=bool)
     kept = [r for r, k in zip(results, mask) if k]
     kept_recv = [t for t, k in zip(received, mask) if k] if received is not None else None
     return kept, kept_recv
 
 
 def stage_table(results: Sequence[dict], received: Sequence[float] | None = None,
-                warmup_frames: int = DEFAULT_WARMUP_FRAMES, warmup_seconds: float = 0.0) -> dict[str, dict]:
+                warmup_frames: int = DEFAULT_WARMUP_FRAMES, warmup_seconds: float = 0.0,
+                include_blank: bool = True) -> dict[str, dict]:
     """{span: summarize(...)} over the results left after the warm-up, spans in pipeline order."""
     if received is not None and len(received) != len(results):
         raise ValueError("one receive time per result is needed")
-    kept, recv = drop_warmup(results, warmup_frames, warmup_seconds, received)
+    kept, recv = drop_warmup(results, warmup_frames, warmup_seconds, received, include_blank)
     per = [stage_durations_ms(r, recv[i] if recv is not None else None) for i, r in enumerate(kept)]
     spans = ALL_SPANS if received is not None else STAGE_SPANS
     return {s: summarize(p[s] for p in per) for s in spans}
 
 
 def span_values(results: Sequence[dict], span: str = "capture->publish",
-                warmup_frames: int = DEFAULT_WARMUP_FRAMES, warmup_seconds: float = 0.0) -> list[float]:
-    kept, _ = drop_warmup(results, warmup_frames, warmup_seconds)
+                warmup_frames: int = DEFAULT_WARMUP_FRAMES, warmup_seconds: float = 0.0,
+                include_blank: bool = True) -> list[float]:
+    kept, _ = drop_warmup(results, warmup_frames, warmup_seconds, include_blank=include_blank)
     return [stage_durations_ms(r)[span] for r in kept]
 
 

@@ -26,7 +26,7 @@ def make_result(i: int, t0: float, durations_ms=(2.0, 10.0, 0.5, 0.25), skipped:
         stamps.append(stamps[-1] + d / 1e3)
     return {"v": 1, "kind": "result", "stream": "0", "frame": i, "t_capture_mono": t0,
             "stages": dict(zip(latency.STAGE_ORDER, stamps)), "skipped_total": skipped,
-            "plane": "brain", "label": "Brain (Tv.)", "confidence": 0.9}
+            "plane": "brain", "label": "Brain (Tv.)", "confidence": 0.9, "topk": [["Brain (Tv.)", 0.9, "brain"]]}
 
 
 # --- stats -----------------------------------------------------------------------------------
@@ -259,3 +259,23 @@ def test_seed_baseline_one_frame():
     assert parts["denoise"] > parts["equalize"] > 0 and parts["cnn"] > 0
     assert b["per_frame_ms"]["p50"] >= parts["denoise"] + parts["cnn"]
     assert 0 < b["fps"] < 1000 / b["per_frame_ms"]["p50"] + 1e-6   # throughput includes decoding
+
+
+def test_blank_frames_left_out_by_default():
+    res = [make_result(i, i / 30, (1.0, 20.0, 0.5, 0.5)) for i in range(100)]
+    for r in res[50:70]:                           # a blank stretch: no inference, no topk
+        r["topk"] = []
+        r["stages"]["infer"] = r["stages"]["preprocess"]
+    assert latency.model_ran(res[0]) and not latency.model_ran(res[60])
+    all_frames = latency.stage_table(res, warmup_frames=10)
+    inferred = latency.stage_table(res, warmup_frames=10, include_blank=False)
+    assert all_frames["preprocess->infer"]["count"] == 90 and all_frames["preprocess->infer"]["min"] == 0
+    assert inferred["preprocess->infer"]["count"] == 70
+    assert inferred["preprocess->infer"]["min"] == pytest.approx(20.0)
+
+
+def test_measured_process_timeout_stops_it():
+    sys.path.insert(0, str(TOOLS))
+    from latency_report import run_and_measure
+    info = run_and_measure([sys.executable, "-c", "import time; time.sleep(30)"], cwd=ROOT, timeout_s=0.5)
+    assert info.get("timed_out") and info["returncode"] != 0 and info["wall_s"] < 15

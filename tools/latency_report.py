@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -80,13 +81,22 @@ class MeasuredProcess:
         end = None if timeout_s is None else time.monotonic() + timeout_s
         while self.poll() is None:
             if end is not None and time.monotonic() > end:
-                self.proc.kill()
-                pid, status, ru = os.wait4(self.proc.pid, 0)
-                self._finish(status, ru)
+                self._stop()
                 self.info["timed_out"] = True
                 break
             time.sleep(0.02)
         return self.info
+
+    def _stop(self) -> None:
+        # SIGINT first: the pipeline's cleanup joins its capture process; SIGKILL would orphan it.
+        self.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.info is None:
+            self.proc.kill()
+            _, status, ru = os.wait4(self.proc.pid, 0)
+            self._finish(status, ru)
 
     def _finish(self, status: int, ru) -> None:
         wall = time.monotonic() - self.t0
@@ -127,7 +137,7 @@ def _check_run(info: dict, what: str) -> None:
 
 def run_metrics(results: list[dict], info: dict, args) -> dict:
     """One run's figures: capture->publish and infer after the warm-up, throughput, skips, cores."""
-    kept, _ = L.drop_warmup(results, args.warmup_frames, args.warmup_seconds)
+    kept, _ = L.drop_warmup(results, args.warmup_frames, args.warmup_seconds, include_blank=args.include_blank)
     lat = [L.stage_durations_ms(r)["capture->publish"] for r in kept]
     infer = [L.stage_durations_ms(r)["preprocess->infer"] for r in kept]
     last = results[-1]
@@ -136,7 +146,9 @@ def run_metrics(results: list[dict], info: dict, args) -> dict:
             "fps": L.classified_fps(results), "source_fps": (last.get("source") or {}).get("fps"),
             "wall_s": info["wall_s"], "cpu_s": info["cpu_s"], "cores": info["cores"],
             "latency_ms": lat, "infer_ms": infer,
-            "stage_ms": {span: L.span_values(results, span, args.warmup_frames, args.warmup_seconds)
+            "blank": sum(not L.model_ran(r) for r in results),
+            "stage_ms": {span: L.span_values(results, span, args.warmup_frames, args.warmup_seconds,
+                                             args.include_blank)
                          for span in L.STAGE_SPANS}}
 
 
@@ -203,12 +215,14 @@ def cmd_report(args) -> dict:
     panels: dict[str, dict[str, list[float]]] = {}
     for f in args.jsonl:
         res = L.read_results_jsonl(f)
-        table = L.stage_table(res, None, args.warmup_frames, args.warmup_seconds)
+        table = L.stage_table(res, None, args.warmup_frames, args.warmup_seconds, args.include_blank)
         if not table["capture->publish"].get("count"):
             raise UserError(f"{f}: only {len(res)} results, all inside the warm-up "
                             f"(--warmup-frames {args.warmup_frames}); lower it")
         src_fps = (res[-1].get("source") or {}).get("fps")
-        print(f"\n### {f}\n{len(res)} results ({len(res) - table['capture->publish']['count']} warm-up dropped), "
+        blank = sum(not L.model_ran(r) for r in res)
+        print(f"\n### {f}\n{len(res)} results ({len(res) - table['capture->publish']['count']} left out: warm-up"
+              f"{'' if args.include_blank else f' and {blank} blank frames without inference'}), "
               f"{res[-1].get('skipped_total', 0)} frames skipped, {L.classified_fps(res):.1f} classified fps\n")
         print(L.stage_markdown(table))
         cp = table["capture->publish"]
@@ -218,7 +232,7 @@ def cmd_report(args) -> dict:
                                         "classified_fps": L.classified_fps(res), "glass_to_glass": g2g}}
         for span in L.STAGE_SPANS:
             panels.setdefault(span, {})[Path(f).name] = L.span_values(res, span, args.warmup_frames,
-                                                                       args.warmup_seconds)
+                                                                       args.warmup_seconds, args.include_blank)
     if args.cdf:
         cdf_png({}, args.cdf, "ms", panels)
         print(f"\nCDF plot: {args.cdf}")
@@ -270,7 +284,7 @@ def cmd_live(args) -> dict:
     if not results:
         raise UserError(f"no result messages from {args.connect} in {args.duration:g} s "
                         f"(is `sonoplane run --publish {args.connect}` running?)")
-    table = L.stage_table(results, received, args.warmup_frames, args.warmup_seconds)
+    table = L.stage_table(results, received, args.warmup_frames, args.warmup_seconds, args.include_blank)
     if not table["capture->publish"].get("count"):
         raise UserError(f"only {len(results)} results, all inside the warm-up; run longer or lower --warmup-frames")
     print(f"\n### live {args.connect}\n{len(results)} results in {args.duration:g} s, "
@@ -281,7 +295,7 @@ def cmd_live(args) -> dict:
                             args.display_hz, "capture->subscriber")
     print("\n" + line)
     if args.cdf:
-        kept, recv = L.drop_warmup(results, args.warmup_frames, args.warmup_seconds, received)
+        kept, recv = L.drop_warmup(results, args.warmup_frames, args.warmup_seconds, received, args.include_blank)
         per = [L.stage_durations_ms(r, t) for r, t in zip(kept, recv)]
         cdf_png({s: [p[s] for p in per] for s in ("capture->publish", L.SUBSCRIBER_SPAN)}, args.cdf, "live")
     return {"connect": args.connect, "results": len(results), "stages": table, "glass_to_glass": g2g}
@@ -317,7 +331,7 @@ def summarize_runs(runs: list[dict]) -> dict:
     return {"p50": s.get("p50"), "p90": s.get("p90"), "p99": s.get("p99"), "max": s.get("max"),
             "tail": s.get("tail"), "flatness": s.get("flatness"), "n": s["count"],
             "infer_p50": L.summarize(v for r in runs for v in r["infer_ms"]).get("p50"),
-            "fps": mean("fps"), "classified": mean("classified"), "skipped": mean("skipped"),
+            "fps": mean("fps"), "classified": mean("classified"), "skipped": mean("skipped"), "blank": mean("blank"),
             "frames": mean("frames"), "cores": mean("cores"),
             "p50_per_repeat": [L.summarize(r["latency_ms"]).get("p50") for r in runs],
             "stages": {span: L.summarize(v for r in runs for v in r["stage_ms"][span]) for span in L.STAGE_SPANS}}
@@ -353,18 +367,19 @@ def cmd_compare(args) -> dict:
     print(f"\n### compare on {video} ({frames:.0f} frames, source {src_fps or '?'} fps); "
           f"{args.repeat} interleaved repeat(s); ratios against '{ref}'\n")
     print("capture->publish in ms after a warm-up of "
-          f"{args.warmup_frames} results{f' / {args.warmup_seconds:g} s' if args.warmup_seconds else ''}; "
+          f"{args.warmup_frames} results{f' / {args.warmup_seconds:g} s' if args.warmup_seconds else ''}"
+          f"{', blank frames (no inference) included' if args.include_blank else ', over frames the model ran on (blank frames left out)'}; "
           "fps = classified frames per second; latency ratio < 1 and fps ratio > 1 are better\n")
     header = ("config", "mode", "p50", "p90", "p99", "max", "tail", "flat", "infer p50", "fps", "classified",
-              "skipped", "CPU cores", "p50 ratio", "p99 ratio", "fps ratio", "p50 per repeat")
+              "skipped", "blank", "CPU cores", "p50 ratio", "p99 ratio", "fps ratio", "p50 per repeat")
     rows = []
     for mode in modes:
         r = summary[(ref, mode)]
         for name, _ in configs:
             s = summary[(name, mode)]
             rows.append([name, mode, s["p50"], s["p90"], s["p99"], s["max"], s["tail"], s["flatness"],
-                         s["infer_p50"], s["fps"], round(s["classified"]), round(s["skipped"]), s["cores"],
-                         _ratio(s["p50"], r["p50"]), _ratio(s["p99"], r["p99"]), _ratio(s["fps"], r["fps"]),
+                         s["infer_p50"], s["fps"], round(s["classified"]), round(s["skipped"]), round(s["blank"]),
+                         s["cores"], _ratio(s["p50"], r["p50"]), _ratio(s["p99"], r["p99"]), _ratio(s["fps"], r["fps"]),
                          " / ".join(f"{v:.1f}" for v in s["p50_per_repeat"] if v is not None)])
     print(L.markdown_table(header, rows))
     report: dict = {"video": str(video), "source_fps": src_fps, "repeat": args.repeat, "run_order": order,
@@ -448,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"drop the first N results (default {L.DEFAULT_WARMUP_FRAMES})")
     common.add_argument("--warmup-seconds", type=float, default=0.0, help="also drop results in the first S s")
     common.add_argument("--display-hz", type=float, default=60.0, help="display refresh for glass-to-glass")
+    common.add_argument("--include-blank", action="store_true",
+                        help="keep blank frames (no inference, ~5 ms) in the latency figures")
     sub = ap.add_subparsers(dest="mode", required=True)
     r = sub.add_parser("report", parents=[common], help="tables from `sonoplane run --record` files")
     r.add_argument("jsonl", nargs="+")
