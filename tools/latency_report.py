@@ -347,6 +347,8 @@ def cmd_compare(args) -> dict:
         raise UserError(f"{video}: no such video file")
     if args.repeat < 1:
         raise UserError("--repeat must be at least 1")
+    if args.two_stream and args.video2 and not Path(args.video2).is_file():
+        raise UserError(f"{args.video2}: no such video file")
     configs = parse_configs(args.config)
     modes = [m.strip() for m in args.modes.split(",")]
     if not modes or any(m not in MODES for m in modes):
@@ -362,6 +364,10 @@ def cmd_compare(args) -> dict:
                 order.append(f"{name}/{mode}")
     ref = configs[0][0]
     summary = {key: summarize_runs(v) for key, v in runs.items()}
+    empty = [f"{k[0]}/{k[1]}" for k, v in summary.items() if not v["n"]]
+    if empty:
+        raise UserError(f"no results left after the warm-up for {', '.join(empty)}: "
+                        f"use more frames or a smaller --warmup-frames")
     src_fps = next((r["source_fps"] for v in runs.values() for r in v if r["source_fps"]), None)
     frames = max(s["frames"] for s in summary.values())
     print(f"\n### compare on {video} ({frames:.0f} frames, source {src_fps or '?'} fps); "
