@@ -17,7 +17,10 @@ from .metadata import METADATA_KEY, metadata_json
 
 
 def export_onnx(model: torch.nn.Module, meta: dict[str, Any], path: str | Path,
-                example_input: torch.Tensor, opset: int = 17, atol: float = 1e-3) -> Path:
+                example_input: torch.Tensor, opset: int = 17, atol: float = 1e-3,
+                fp16_weights: bool = False) -> Path:
+    """fp16_weights: store large weight tensors as float16 + a Cast to float32 (see store_weights_fp16):
+    half the file size, same float32 compute; parity tolerance becomes 2e-2 (weight rounding)."""
     import onnx
     import onnxruntime as ort
 
@@ -40,6 +43,9 @@ def export_onnx(model: torch.nn.Module, meta: dict[str, Any], path: str | Path,
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta_text
     proto.producer_name = "sonoplane"
+    if fp16_weights:
+        store_weights_fp16(proto)
+        atol = max(atol, 2e-2)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -59,3 +65,32 @@ def onnx_torch_max_abs_diff(model: torch.nn.Module, path: str | Path, example_in
     with torch.no_grad():
         t_logits, t_cam = model.eval()(example_input)
     return float(max(np.abs(ort_logits - t_logits.numpy()).max(), np.abs(ort_cam - t_cam.numpy()).max()))
+
+
+def store_weights_fp16(proto, min_elements: int = 1024) -> int:
+    """Rewrite float32 initializers of at least `min_elements` as float16 followed by Cast(to=float).
+
+    Keeps model files small (a few MB) without fp16 arithmetic: ONNX Runtime constant-folds the
+    Casts when the session is created, so inference runs on float32 weights exactly as before,
+    only rounded to fp16 precision (relative error <= 2^-11). Returns the number rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    casts, rewritten = [], 0
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < min_elements:
+            continue
+        name = init.name
+        half = numpy_helper.from_array(arr.astype(np.float16), name + "__fp16")
+        init.CopyFrom(half)
+        casts.append(helper.make_node("Cast", [name + "__fp16"], [name], to=onnx.TensorProto.FLOAT,
+                                      name=name + "__cast"))
+        rewritten += 1
+    for node in reversed(casts):   # Casts first: the graph stays topologically sorted
+        graph.node.insert(0, node)
+    return rewritten

@@ -142,19 +142,67 @@ def run(args: argparse.Namespace) -> int:
         for m in frozen:
             for p_ in m.parameters():
                 p_.requires_grad = False
-    device = torch.device(args.device)
+    fitted = fit(model, len(label_names), x_train_big, y_train, x_val, y_val, (w, h), args, rng, frozen=frozen,
+                 describe=lambda logits, y: plane_epoch_metrics(logits, y, label_names))
+    best, history, best_state = fitted["best"], fitted["history"], fitted["best_state"]
+    np.savez(out / "val_logits.npz", logits=fitted["val_logits"], labels=y_val,
+             patients=np.array([s.patient for s in val_s]))
+    t0 = fitted["t0"]
+    command = "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    config = {"model": args.model, "labels": list(label_names), "label_set": args.labels,
+              "input": [w, h], "pretrained": pretrained, "freeze_blocks": args.freeze_blocks,
+              "data": str(args.data), "split": split_desc, "seed": args.seed, "command": command,
+              "split_sizes": D.describe_split(train_s, val_s), "best_epoch": best["epoch"],
+              "train_minutes": round((time.time() - t0) / 60, 1), "epochs_run": len(history),
+              "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
+                                                      "warmup_epochs", "patience", "label_smoothing")}}
+    torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
+    (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
+    print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
+          f"{config['train_minutes']} min; saved {out / 'best.pt'}")
+    if not args.no_export:
+        export_run(out)
+    return 0
+
+
+def plane_epoch_metrics(val_logits: np.ndarray, y_val: np.ndarray, label_names) -> dict:
+    """Per-epoch validation figures of a plane model: fine, coarse and four-plane accuracy."""
+    pred = val_logits.argmax(1)
+    coarse_of = np.array([D.FINE_TO_COARSE.get(n, n) for n in label_names])
+    main = np.isin(coarse_of[y_val], D.MAIN_PLANES)
+    return {"val_acc": float((pred == y_val).mean()),
+            "val_coarse_acc": float((coarse_of[pred] == coarse_of[y_val]).mean()),
+            "val_main4_acc": float((coarse_of[pred][main] == coarse_of[y_val][main]).mean())}
+
+
+def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+        y_val: np.ndarray | None, size: tuple[int, int], hyper: argparse.Namespace, rng: np.random.Generator,
+        frozen=(), describe=None) -> dict:
+    """Seed 002's loop: class weights, augmentation, AdamW, warm-up + cosine, early stopping on val loss.
+
+    x_train_big: uint8 (N, H', W') crops a little larger than `size` (augmentation crops them);
+    x_val: float32 (M, 1, h, w) already normalised. With x_val None there is no early stopping and the
+    last epoch is kept (cross-validation folds must not pick their epoch on the fold they are scored on).
+    hyper: epochs, batch_size, lr, weight_decay, warmup_epochs, patience, label_smoothing, max_minutes,
+    device. Returns best_state, best, history, val_logits, t0 (the model is left holding best_state).
+    """
+    import torch
+    from torch import nn
+
+    w, h = size
+    device = torch.device(hyper.device)
     # channels_last makes depthwise convolutions several times faster on CPU.
     model = model.to(device=device, memory_format=torch.channels_last)
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
     decay = [p_ for p_ in params if p_.ndim > 1]
     no_decay = [p_ for p_ in params if p_.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    cw = torch.tensor(class_weights(y_train, len(label_names)), dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=args.label_smoothing)
-    steps_per_epoch = math.ceil(len(train_s) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
-    warmup = int(args.warmup_epochs * steps_per_epoch)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hyper.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=hyper.lr)
+    cw = torch.tensor(class_weights(y_train, num_classes), dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=hyper.label_smoothing)
+    steps_per_epoch = math.ceil(len(y_train) / hyper.batch_size)
+    total_steps = steps_per_epoch * hyper.epochs
+    warmup = int(hyper.warmup_epochs * steps_per_epoch)
 
     try:
         from tqdm import tqdm
@@ -171,22 +219,22 @@ def run(args: argparse.Namespace) -> int:
                 outs.append(model(xb)[0].float().cpu().numpy())
         return np.concatenate(outs)
 
-    history, best, best_state, bad_epochs, step = [], None, None, 0, 0
+    history, best, best_state, best_logits, bad_epochs, step = [], None, None, None, 0, 0
     t0 = time.time()
-    for epoch in range(args.epochs):
+    for epoch in range(hyper.epochs):
         model.train()
         for m in frozen:
             m.eval()   # frozen part: keep ImageNet BN statistics
-        order = rng.permutation(len(train_s))
+        order = rng.permutation(len(y_train))
         running, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, mininterval=10)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{hyper.epochs}", leave=False, mininterval=10)
         for b in bar:
-            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            idx = order[b * hyper.batch_size:(b + 1) * hyper.batch_size]
             xb = D.per_image_standardise(augment_batch(x_train_big[idx], (w, h), rng))
             xb = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(y_train[idx]).to(device)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total_steps, warmup, args.lr)
+                g["lr"] = lr_at(step, total_steps, warmup, hyper.lr)
             logits, _ = model(xb)
             loss = loss_fn(logits, yb)
             opt.zero_grad(set_to_none=True)
@@ -197,51 +245,33 @@ def run(args: argparse.Namespace) -> int:
             seen += len(idx)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{running / seen:.3f}")
-        val_logits = predict(x_val)
-        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
-        pred = val_logits.argmax(1)
-        coarse_of = np.array([D.FINE_TO_COARSE.get(n, n) for n in label_names])
-        coarse_acc = float((coarse_of[pred] == coarse_of[y_val]).mean())
-        main = np.isin(coarse_of[y_val], D.MAIN_PLANES)
-        main_acc = float((coarse_of[pred][main] == coarse_of[y_val][main]).mean())
-        rec = {"epoch": epoch + 1, "train_loss": running / seen, "val_loss": val_loss,
-               "val_acc": float((pred == y_val).mean()), "val_coarse_acc": coarse_acc,
-               "val_main4_acc": main_acc, "minutes": (time.time() - t0) / 60}
+        rec = {"epoch": epoch + 1, "train_loss": running / seen, "minutes": (time.time() - t0) / 60}
+        improved = True
+        if x_val is not None:
+            val_logits = predict(x_val)
+            rec["val_loss"] = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
+            rec.update(describe(val_logits, y_val) if describe else
+                       {"val_acc": float((val_logits.argmax(1) == y_val).mean())})
+            improved = best is None or rec["val_loss"] < best["val_loss"]
         history.append(rec)
-        improved = best is None or val_loss < best["val_loss"]
-        print(f"epoch {epoch + 1}: train loss {rec['train_loss']:.3f}  val loss {val_loss:.3f}  "
-              f"acc {rec['val_acc']:.3f}  coarse {coarse_acc:.3f}  four planes {main_acc:.3f}  "
-              f"[{rec['minutes']:.1f} min]{'  *' if improved else ''}", flush=True)
+        shown = "  ".join(f"{k.replace('val_', 'val ')} {v:.3f}" for k, v in rec.items() if k not in ("epoch", "minutes"))
+        print(f"epoch {epoch + 1}: {shown}  [{rec['minutes']:.1f} min]{'  *' if improved and x_val is not None else ''}",
+              flush=True)
         if improved:
             best, bad_epochs = rec, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            np.savez(out / "val_logits.npz", logits=val_logits, labels=y_val,
-                     patients=np.array([s.patient for s in val_s]))
+            if x_val is not None:
+                best_logits = val_logits
         else:
             bad_epochs += 1
-            if bad_epochs >= args.patience:
-                print(f"early stop: no val-loss gain for {args.patience} epochs")
+            if bad_epochs >= hyper.patience:
+                print(f"early stop: no val-loss gain for {hyper.patience} epochs")
                 break
-        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
-            print(f"time box of {args.max_minutes} min reached")
+        if getattr(hyper, "max_minutes", None) and (time.time() - t0) / 60 > hyper.max_minutes:
+            print(f"time box of {hyper.max_minutes} min reached")
             break
-
     model.load_state_dict(best_state)
-    command = "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    config = {"model": args.model, "labels": list(label_names), "label_set": args.labels,
-              "input": [w, h], "pretrained": pretrained, "freeze_blocks": args.freeze_blocks,
-              "data": str(args.data), "split": split_desc, "seed": args.seed, "command": command,
-              "split_sizes": D.describe_split(train_s, val_s), "best_epoch": best["epoch"],
-              "train_minutes": round((time.time() - t0) / 60, 1), "epochs_run": len(history),
-              "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                      "warmup_epochs", "patience", "label_smoothing")}}
-    torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
-    (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
-    print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
-          f"{config['train_minutes']} min; saved {out / 'best.pt'}")
-    if not args.no_export:
-        export_run(out)
-    return 0
+    return {"best_state": best_state, "best": best, "history": history, "val_logits": best_logits, "t0": t0}
 
 
 def load_run(run_dir: str | Path):
@@ -280,7 +310,7 @@ def build_metadata(cfg: dict, model_id: str, temperature: float = 1.0, metrics: 
 
 
 def export_run(run_dir: str | Path, path: str | Path | None = None, model_id: str | None = None,
-               temperature: float = 1.0, metrics: dict | None = None) -> Path:
+               temperature: float = 1.0, metrics: dict | None = None, fp16_weights: bool = True) -> Path:
     import torch
 
     from .export import export_onnx
@@ -288,7 +318,7 @@ def export_run(run_dir: str | Path, path: str | Path | None = None, model_id: st
     w, h = cfg["input"]
     meta = build_metadata(cfg, model_id or f"{cfg['model']}-planes", temperature, metrics)
     example = torch.from_numpy(D.per_image_standardise(np.random.default_rng(0).integers(0, 255, (2, h, w), np.uint8)))
-    return export_onnx(model, meta, path or Path(run_dir) / "model.onnx", example)
+    return export_onnx(model, meta, path or Path(run_dir) / "model.onnx", example, fp16_weights=fp16_weights)
 
 
 def register_export(subparsers) -> None:
@@ -300,6 +330,8 @@ def register_export(subparsers) -> None:
                    help="evaluation report JSON (engines evaluate): its temperature and headline metrics go into "
                         "the metadata, and a model card NAME.md is written next to the ONNX file")
     p.add_argument("--bench", default=None, help="tools/bench_models.py --json output, for the card's latency line")
+    p.add_argument("--fp16-weights", action=argparse.BooleanOptionalAction, default=True,
+                   help="store weights as float16 (half the file, same float32 compute; engines.export)")
     p.set_defaults(func=_export_cmd)
 
 
@@ -312,7 +344,8 @@ def _export_cmd(args: argparse.Namespace) -> int:
         report = json.loads(Path(args.report).read_text())
         temperature = float(report["temperature"]["T"])
         metrics = report["headline"]
-    path = export_run(args.run, args.out, args.model_id or Path(args.out).stem, temperature, metrics)
+    path = export_run(args.run, args.out, args.model_id or Path(args.out).stem, temperature, metrics,
+                      fp16_weights=args.fp16_weights)
     if report is not None:
         bench = json.loads(Path(args.bench).read_text()) if args.bench else None
         card = path.with_suffix(".md")
@@ -362,7 +395,8 @@ def model_card(path: Path, run_dir: str, report: dict, bench: dict | None, args:
         f"- **Calibration**: temperature T = {h['temperature']:.3f} in the metadata; ECE {h['ece_before']:.3f} -> "
         f"{h['ece_after']:.3f}, fitted and measured on the same validation split (the 'after' figure is optimistic).",
         f"- **Latency** (ONNX Runtime CPU, batch 1, this shared 2-core machine, `python tools/bench_models.py`): {lat}.",
-        f"- **Size**: {path.stat().st_size / 1e6:.2f} MB (fp32).",
+        f"- **Size**: {path.stat().st_size / 1e6:.2f} MB ("
+        + ("weights stored as fp16, computed in fp32" if args.fp16_weights else "fp32") + ").",
         "- **License**: code Apache-2.0; weights trained on FETAL_PLANES_DB (CC BY 4.0, cite Burgos-Artizzu et al. 2020)"
         + ("; initialised from ImageNet EfficientNet-Lite0 weights (Apache-2.0)." if cfg.get("pretrained") else "."),
         f"- **Made by**: `{cfg['command']}` then "
