@@ -70,3 +70,34 @@ def test_shared_index_groups_hold_one_label():
         by_group.setdefault(s.group, set()).add(s.label)
     assert all(len(v) == 1 for v in by_group.values())
     assert {s.label for s in samples} == {0, 1}
+
+
+def test_shipped_anomaly_model_through_runtime_stage():
+    """The committed brain_anomaly.onnx loads in the runtime's AnomalyStage with its calibrated band."""
+    from engines.zoo import resolve
+    from streamer.pipeline import AnomalyStage
+    stage = AnomalyStage(str(resolve("brain_anomaly")), "onnxruntime", 1)
+    assert stage.info.task == "anomaly" and stage.info.labels == ("normal", "abnormal")
+    lo, hi = stage.band
+    assert 0.0 < lo < hi < 1.0 and 0.2 < stage.info.temperature < 5
+    assert "CC BY 4.0" in stage.info.extra["license"]
+    out = stage(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    assert out["state"] in ("normal", "abnormal", "uncertain") and 0.0 <= out["p_abnormal"] <= 1.0
+    expected = "abnormal" if out["p_abnormal"] >= hi else "normal" if out["p_abnormal"] < lo else "uncertain"
+    assert out["state"] == expected
+
+
+@needs_shared
+def test_shipped_anomaly_model_separates_its_classes():
+    """Sanity on (training) images: p(abnormal) is higher on abnormal groups. Not a validation figure:
+    those are out-of-fold in docs/models/brain_anomaly/."""
+    import cv2
+
+    from engines.zoo import resolve
+    from streamer.pipeline import AnomalyStage
+    stage = AnomalyStage(str(resolve("brain_anomaly")), "onnxruntime", 1)
+    samples = load_anomaly_index(SHARED / "data" / "brain_anomaly")
+    picked = samples[::20]
+    p = np.array([stage(D.restore_aspect(cv2.imread(str(s.path))))["p_abnormal"] for s in picked])
+    y = np.array([s.label for s in picked])
+    assert p[y == 1].mean() > p[y == 0].mean() + 0.3

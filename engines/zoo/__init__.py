@@ -10,7 +10,7 @@ from pathlib import Path
 ZOO_DIR = Path(__file__).resolve().parent
 
 # The live pipeline's default plane model and the brain anomaly model (None: not shipped).
-DEFAULT_PLANE_MODEL = "sononet16"
+DEFAULT_PLANE_MODEL = "planes_lite0"
 DEFAULT_ANOMALY_MODEL: str | None = None
 
 
