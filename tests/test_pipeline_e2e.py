@@ -78,3 +78,19 @@ def test_native_rate_keeps_pace_and_counts_skips(tmp_path):
     # Every delivered frame is either classified or counted as skipped.
     assert len(rows) + last["skipped_total"] == last["frame"] + 1
     assert sum(r["skipped_since_last"] for r in rows) == last["skipped_total"]
+
+
+def test_anomaly_stage_runs_on_brain_frames_only(tmp_path):
+    """--anomaly-model brain_anomaly: results whose smoothed plane is brain carry a normal / abnormal /
+    uncertain verdict with its probability; the abdomen that follows carries none."""
+    record = tmp_path / "anomaly.jsonl"
+    proc = run_cli("run", "--source", SAMPLE_CLIP, "--fast", "--max-frames", "240", "--anomaly-model", "brain_anomaly",
+                   "--publish", f"tcp://127.0.0.1:{free_port()}", "--record", record, "--no-frames")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in record.read_text().splitlines() if '"result"' in x]
+    brain = [r for r in rows if r["plane"] == "brain"]
+    other = [r for r in rows if r["plane"] not in ("brain", None)]
+    assert brain and other, "the clip opens on a brain, then an abdomen"
+    assert all(r["anomaly"]["state"] in ("normal", "abnormal", "uncertain") for r in brain)
+    assert all(0.0 <= r["anomaly"]["p_abnormal"] <= 1.0 and r["anomaly"]["model"] == "brain_anomaly" for r in brain)
+    assert all(r["anomaly"] is None for r in other)
