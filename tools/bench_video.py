@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fast", action="store_true", help="every frame (default: native rate, as a scanner feeds it)")
     ap.add_argument("--json", required=True, metavar="REPORT.json")
     ap.add_argument("--timeline", metavar="PNG")
+    ap.add_argument("--save-results", metavar="DIR",
+                    help="also write each video's result messages to DIR/VIDEO_STEM.jsonl (tools/tune_smoothing.py replays them)")
     args = ap.parse_args(argv)
     if len(args.labels) != len(args.videos):
         ap.error("give one --labels CSV per VIDEO")
@@ -125,6 +127,10 @@ def main(argv=None) -> int:
         rows = list(csv.DictReader(open(labels)))
         results, info = run_pipeline(video, extra)
         rep = score(results, rows)
+        if args.save_results:
+            Path(args.save_results).mkdir(parents=True, exist_ok=True)
+            with open(Path(args.save_results) / f"{Path(video).stem}.jsonl", "w") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in results)
         series.append((f"{Path(video).name} ({'fast' if args.fast else 'native rate'})", rep.pop("_series")))
         rep.update({"cpu_cores": info["cores"], "wall_s": info["wall_s"],
                     "model": results[0]["model"] if results else None})
