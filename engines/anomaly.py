@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +37,7 @@ import cv2
 import numpy as np
 
 from . import data as D
+from .train import fit, invoked_command, parse_size, predict_logits
 
 DEFAULT_DATA = D.REPO_ROOT.parent / "shared" / "data" / "brain_anomaly"
 DEFAULT_HC18 = D.REPO_ROOT.parent / "shared" / "data" / "hc18"
@@ -98,23 +96,16 @@ def group_folds(samples: list[AnomalySample], k: int, seed: int) -> list[set[str
     return folds
 
 
-def prepare(paths: list[Path], size: tuple[int, int], cache_dir: str | Path | None = "/tmp/sonoplane_cache") -> np.ndarray:
-    """uint8 (N, h, w): aspect restored, gray, INTER_AREA resize (cached like engines.data.cache_rois)."""
-    w, h = size
-    key = hashlib.sha1(json.dumps([str(p) for p in paths] + [w, h, "anomaly-v1"]).encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"anomaly_{w}x{h}_{key}.npy" if cache_dir else None
-    if cache is not None and cache.is_file():
-        return np.load(cache)
-    out = np.empty((len(paths), h, w), np.uint8)
-    for i, p in enumerate(paths):
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise D.DataError(f"cannot read image {p}")
-        out[i] = D._resize_area(D.gray(D.restore_aspect(img)), (w, h))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, out)
-    return out
+def read_gray(path: Path, restore: bool) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise D.DataError(f"cannot read image {path}")
+    return D.gray(D.restore_aspect(img) if restore else img)
+
+
+def prepare(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, h, w): aspect restored (the export stretched them to 256x256), gray, INTER_AREA resize; cached."""
+    return D.cached_images(paths, lambda p: read_gray(p, restore=True), size, "anomaly-v1", progress=False)
 
 
 def choose_band(p_abnormal: np.ndarray, y: np.ndarray, target: float = 0.95, step: float = 0.01) -> dict:
@@ -181,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
 
     from streamer.errors import UserError
 
-    from .train import parse_size
-
     torch.set_num_threads(args.threads)
     w, h = parse_size(args.input)
     out = Path(args.out)
@@ -197,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
           f"({int((y == 0).sum())} normal / {int((y == 1).sum())} abnormal images); {args.folds}-fold CV by group")
     if args.reuse:
         oof, fold_of, final, config = _load_run(out, args, samples)
-        config["command"] += "; then " + _command()
+        config["command"] += "; then " + invoked_command()
         w, h = config["input"]
     else:
         oof, fold_of, final, config = _train_cv_and_final(args, samples, y, groups, (w, h), out)
@@ -214,15 +203,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command() -> str:
-    return "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def _train_cv_and_final(args, samples, y, groups, size, out: Path):
     """k-fold OOF logits, then the final model on every group; both saved in OUT."""
     import torch
 
-    from .train import fit
     w, h = size
     big = (int(round(w * CACHE_MARGIN)), int(round(h * CACHE_MARGIN)))
     x_big = prepare([s.path for s in samples], big)
@@ -239,16 +223,14 @@ def _train_cv_and_final(args, samples, y, groups, size, out: Path):
         print(f"fold {k + 1}/{args.folds}: train {int((~val).sum())} images, held out {int(val.sum())} "
               f"({len(val_groups)} groups)")
         fit(model, len(LABELS), x_big[~val], y[~val], None, None, (w, h), args, np.random.default_rng(args.seed + k))
-        oof[val] = _predict(model, x_exact[val])
+        oof[val] = predict_logits(model, x_exact[val])
     cv_minutes = (time.time() - t0) / 60
 
     torch.manual_seed(args.seed)
     final = _new_model(args)
     print(f"final model: all {len(samples)} images")
-    t1 = time.time()
-    fit(final, len(LABELS), x_big, y, None, None, (w, h), args, np.random.default_rng(args.seed))
-    final_minutes = (time.time() - t1) / 60
-    command = _command()
+    final_minutes = fit(final, len(LABELS), x_big, y, None, None, (w, h), args, np.random.default_rng(args.seed))["minutes"]
+    command = invoked_command()
     config = {"model": args.model, "labels": list(LABELS), "input": [w, h], "epochs": args.epochs,
               "folds": args.folds, "seed": args.seed, "data": str(args.data), "command": command,
               "cv_minutes": round(cv_minutes, 1), "final_minutes": round(final_minutes, 1)}
@@ -274,14 +256,6 @@ def _load_run(out: Path, args, samples):
     final = _new_model(args)
     final.load_state_dict(ckpt["state_dict"])
     return saved["logits"], saved["fold"], final.eval(), config
-
-
-def _predict(model, x: np.ndarray) -> np.ndarray:
-    import torch
-    model.eval()
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i:i + 64]))[0].float().numpy()
-                               for i in range(0, len(x), 64)])
 
 
 def cv_report(oof: np.ndarray, y: np.ndarray, samples: list[AnomalySample], fold_of: np.ndarray, target: float) -> dict:
@@ -330,14 +304,15 @@ def shortcut_check(model, size: tuple[int, int], temperature: float, band: dict,
     if hc18 and Path(hc18).is_dir():
         paths = sorted((Path(hc18) / "images").glob("*.jpg"))[:400]
         if paths:   # HC18 frames are not stretched and hold no scanner UI: gray + resize only
-            sets["hc18_heads"] = np.stack([D._resize_area(D.gray(cv2.imread(str(p))), size) for p in paths])
+            sets["hc18_heads"] = D.cached_images(paths, lambda p: read_gray(p, restore=False), size, "hc18-v1",
+                                                 progress=False)
     if D.DEFAULT_DATA.is_dir() and D.DEFAULT_VAL_PATIENTS.is_file():
         _, val = D.split_samples(D.load_index(D.DEFAULT_DATA), D.read_val_patients())
         brains = [s for s in val if s.coarse == "brain"]
         if brains:   # the runtime's crop of each frame, as the live stage would see it
             sets["fetal_planes_val_brain"] = D.cache_rois(brains, size, progress=False)
     for name, x in sets.items():
-        pa = softmax(_predict(model, D.per_image_standardise(x)), temperature)[:, 1]
+        pa = softmax(predict_logits(model, D.per_image_standardise(x)), temperature)[:, 1]
         result[name] = {"images": len(x), "called_abnormal": float((pa >= band["hi"]).mean()),
                         "called_uncertain": float(((pa >= band["lo"]) & (pa < band["hi"])).mean()),
                         "called_normal": float((pa < band["lo"]).mean())}

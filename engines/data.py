@@ -232,24 +232,32 @@ def cache_rois(samples: Sequence[Sample], size: tuple[int, int], cache_dir: str 
     The cache key covers the file list, the size and this module's crop code version, so a stale
     cache is never reused for other images.
     """
+    def runtime_crop(s: Sample) -> np.ndarray:
+        return gray(runtime_roi(read_frame(s)))
+    return cached_images(samples, runtime_crop, size, "roi-v1", cache_dir, progress)
+
+
+def cached_images(items: Sequence, load, size: tuple[int, int], version: str,
+                  cache_dir: str | Path | None = "/tmp/sonoplane_cache", progress: bool = True) -> np.ndarray:
+    """uint8 (N, h, w): `load(item)` (a gray uint8 image) resized to `size` with INTER_AREA, cached as .npy
+    under a key of the items, the size and `version` (bump it when `load` changes)."""
     w, h = size
-    key = hashlib.sha1(json.dumps([str(s.path) for s in samples] + [w, h, "roi-v1"]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"rois_{w}x{h}_{key}.npy" if cache_dir else None
+    key = hashlib.sha1(json.dumps([str(getattr(i, "path", i)) for i in items] + [w, h, version]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{version}_{w}x{h}_{key}.npy" if cache_dir else None
     if path is not None and path.is_file():
         arr = np.load(path)
-        if arr.shape == (len(samples), h, w):
+        if arr.shape == (len(items), h, w):
             return arr
-    out = np.empty((len(samples), h, w), np.uint8)
-    it: Iterable = enumerate(samples)
+    out = np.empty((len(items), h, w), np.uint8)
+    it: Iterable = enumerate(items)
     if progress:
         try:
             from tqdm import tqdm
-            it = tqdm(it, total=len(samples), desc=f"decode+crop {w}x{h}", leave=False, mininterval=10)
+            it = tqdm(it, total=len(items), desc=f"decode+crop {w}x{h}", leave=False, mininterval=10)
         except ImportError:
             pass
-    for i, s in it:
-        roi = gray(runtime_roi(read_frame(s)))
-        out[i] = _resize_area(roi, (w, h))
+    for i, item in it:
+        out[i] = resize_area(load(item), (w, h))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
@@ -258,7 +266,7 @@ def cache_rois(samples: Sequence[Sample], size: tuple[int, int], cache_dir: str 
     return out
 
 
-def _resize_area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # Halve first like streamer.preprocess.Preprocessor.resize, so cached crops match its output.
     tw, th = size
     while img.shape[1] >= 4 * tw and img.shape[0] >= 4 * th:

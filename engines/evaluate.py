@@ -395,14 +395,15 @@ def _cmd(args: argparse.Namespace) -> int:
 def write_table(reports_dir: str | Path, bench_json: str | Path | None = None) -> Path:
     """DIR/README.md: the side-by-side table of every DIR/*/report.json (and latency from a bench JSON)."""
     reports_dir = Path(reports_dir)
-    # Plane-model reports only (the anomaly stage's report has its own layout).
-    reports = [r for r in (json.loads(p.read_text()) for p in sorted(reports_dir.glob("*/report.json")))
+    # Plane-model reports only (the anomaly stage's report has its own layout), with their folder names.
+    reports = [(p.parent.name, r) for p, r in ((p, json.loads(p.read_text()))
+                                              for p in sorted(reports_dir.glob("*/report.json")))
                if "headline" in r and "split" in r]
     if not reports:
         raise FileNotFoundError(f"no */report.json under {reports_dir}")
     bench = json.loads(Path(bench_json).read_text())["inference"] if bench_json else {}
     bench = {Path(k).stem if Path(k).stem != "model" else Path(k).parent.name: v for k, v in bench.items()}
-    sp = reports[0]["split"]
+    sp = reports[0][1]["split"]
     lines = ["# Plane models side by side", "",
              f"Validation: FETAL_PLANES_DB, patient-level split `{sp['source']}`: {sp['val_images']} images / "
              f"{sp['val_patients']} patients (train {sp['train_images']} / {sp['train_patients']}). Every model runs "
@@ -412,14 +413,13 @@ def write_table(reports_dir: str | Path, bench_json: str | Path | None = None) -
              "", "| model | four planes acc | coarse acc | class-acc mean ± std | macro-F1 | brain sub-planes | "
              "ECE before -> after (T) | p50 / p99 ms 1 thread | p50 / p99 ms 2 threads |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in reports:
+    for folder, r in reports:
         h = r["headline"]
-        folder = _report_dir(reports_dir, r).split("/")[0]
         file_name = Path(r["model_file"]).stem if Path(r["model_file"]).stem != "model" else Path(r["model_file"]).parent.name
         lat = bench.get(folder) or bench.get(file_name) or bench.get(r["model"], {})
         cell = lambda t: f"{lat[t]['p50']:.2f} / {lat[t]['p99']:.2f}" if t in lat else "n/a"  # noqa: E731
         sub = f"{h['brain_subplane_acc']:.3f}" if h["brain_subplane_acc"] is not None else "n/a"
-        lines.append(f"| [{folder}]({_report_dir(reports_dir, r)}) | "
+        lines.append(f"| [{folder}]({folder}/README.md) | "
                      f"{h['four_plane_acc']:.3f} | {h['coarse_acc']:.3f} | {h['class_acc_mean']:.3f} ± "
                      f"{h['class_acc_std']:.3f} | {h['macro_f1']:.3f} | {sub} | {h['ece_before']:.3f} -> "
                      f"{h['ece_after']:.3f} ({h['temperature']:.2f}) | {cell('1')} | {cell('2')} |")
@@ -428,9 +428,3 @@ def write_table(reports_dir: str | Path, bench_json: str | Path | None = None) -
     out.write_text("\n".join(lines))
     return out
 
-
-def _report_dir(reports_dir: Path, report: dict) -> str:
-    for p in sorted(reports_dir.glob("*/report.json")):
-        if json.loads(p.read_text()).get("model_file") == report["model_file"]:
-            return f"{p.parent.name}/README.md"
-    return ""

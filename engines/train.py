@@ -147,13 +147,12 @@ def run(args: argparse.Namespace) -> int:
     best, history, best_state = fitted["best"], fitted["history"], fitted["best_state"]
     np.savez(out / "val_logits.npz", logits=fitted["val_logits"], labels=y_val,
              patients=np.array([s.patient for s in val_s]))
-    t0 = fitted["t0"]
-    command = "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invoked_command()
     config = {"model": args.model, "labels": list(label_names), "label_set": args.labels,
               "input": [w, h], "pretrained": pretrained, "freeze_blocks": args.freeze_blocks,
               "data": str(args.data), "split": split_desc, "seed": args.seed, "command": command,
               "split_sizes": D.describe_split(train_s, val_s), "best_epoch": best["epoch"],
-              "train_minutes": round((time.time() - t0) / 60, 1), "epochs_run": len(history),
+              "train_minutes": round(fitted["minutes"], 1), "epochs_run": len(history),
               "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                       "warmup_epochs", "patience", "label_smoothing")}}
     torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
@@ -163,6 +162,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_export:
         export_run(out)
     return 0
+
+
+def invoked_command() -> str:
+    """The `python -m engines ...` command line of this process, for model cards and metadata."""
+    return "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def plane_epoch_metrics(val_logits: np.ndarray, y_val: np.ndarray, label_names) -> dict:
@@ -184,7 +188,7 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
     x_val: float32 (M, 1, h, w) already normalised. With x_val None there is no early stopping and the
     last epoch is kept (cross-validation folds must not pick their epoch on the fold they are scored on).
     hyper: epochs, batch_size, lr, weight_decay, warmup_epochs, patience, label_smoothing, max_minutes,
-    device. Returns best_state, best, history, val_logits, t0 (the model is left holding best_state).
+    device. Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
     """
     import torch
     from torch import nn
@@ -209,15 +213,6 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
     except ImportError:  # progress bars are optional
         def tqdm(it, **_):
             return it
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        model.eval()
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(x), 64):
-                xb = torch.from_numpy(x[i:i + 64]).to(device).contiguous(memory_format=torch.channels_last)
-                outs.append(model(xb)[0].float().cpu().numpy())
-        return np.concatenate(outs)
 
     history, best, best_state, best_logits, bad_epochs, step = [], None, None, None, 0, 0
     t0 = time.time()
@@ -246,32 +241,47 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{running / seen:.3f}")
         rec = {"epoch": epoch + 1, "train_loss": running / seen, "minutes": (time.time() - t0) / 60}
-        improved = True
+        history.append(rec)
+        improved = False
         if x_val is not None:
-            val_logits = predict(x_val)
+            val_logits = predict_logits(model, x_val)
             rec["val_loss"] = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
             rec.update(describe(val_logits, y_val) if describe else
                        {"val_acc": float((val_logits.argmax(1) == y_val).mean())})
             improved = best is None or rec["val_loss"] < best["val_loss"]
-        history.append(rec)
         shown = "  ".join(f"{k.replace('val_', 'val ')} {v:.3f}" for k, v in rec.items() if k not in ("epoch", "minutes"))
-        print(f"epoch {epoch + 1}: {shown}  [{rec['minutes']:.1f} min]{'  *' if improved and x_val is not None else ''}",
-              flush=True)
+        print(f"epoch {epoch + 1}: {shown}  [{rec['minutes']:.1f} min]{'  *' if improved else ''}", flush=True)
         if improved:
-            best, bad_epochs = rec, 0
+            best, bad_epochs, best_logits = rec, 0, val_logits
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if x_val is not None:
-                best_logits = val_logits
-        else:
+        elif x_val is not None:
             bad_epochs += 1
             if bad_epochs >= hyper.patience:
                 print(f"early stop: no val-loss gain for {hyper.patience} epochs")
                 break
-        if getattr(hyper, "max_minutes", None) and (time.time() - t0) / 60 > hyper.max_minutes:
+        if hyper.max_minutes and (time.time() - t0) / 60 > hyper.max_minutes:
             print(f"time box of {hyper.max_minutes} min reached")
             break
-    model.load_state_dict(best_state)
-    return {"best_state": best_state, "best": best, "history": history, "val_logits": best_logits, "t0": t0}
+    if best_state is None:      # no validation: the last epoch is the result
+        best = history[-1]
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        model.load_state_dict(best_state)
+    return {"best_state": best_state, "best": best, "history": history, "val_logits": best_logits,
+            "minutes": (time.time() - t0) / 60}
+
+
+def predict_logits(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Logits of normalised float32 (N, 1, h, w) inputs, in eval mode, batched, on the model's device."""
+    import torch
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(x[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
+            outs.append(model(xb)[0].float().cpu().numpy())
+    return np.concatenate(outs)
 
 
 def load_run(run_dir: str | Path):
