@@ -4,7 +4,7 @@ plus the calibration table TensorRT can read.
     python -m calibration.int8 engines/zoo/sononet16.onnx --frames DIR_OR_VIDEO [--method entropy]
            [--out sononet16.int8.onnx] [--compare-frames DIR_OR_VIDEO]
 
-Frames are preprocessed exactly as the runtime does (streamer.crop + streamer.preprocess), so the
+Frames are preprocessed exactly as the runtime does (engines.crop + engines.preprocess), so the
 ranges are those the model sees live. The sonoplane metadata is copied into the QDQ model with
 `precision: int8` and the calibration method. The TensorRT-format cache and a JSON of the ranges
 go to calibration/caches/. Prints INT8 vs FP32 top-1 agreement and latency side by side.
@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from engines.metadata import METADATA_KEY, read_model_info
-from streamer.crop import CropTracker
-from streamer.preprocess import Preprocessor
+from engines.crop import CropTracker
+from engines.preprocess import Preprocessor
 
 CACHE_DIR = Path(__file__).resolve().parent / "caches"
 

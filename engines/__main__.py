@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamer.errors import UserError
+    from engines.errors import UserError
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -22,7 +22,7 @@ Protocol (small data: 58 groups), chosen so that no figure is scored on what cho
 
 Images are 256x256 (stretched by the export); they get the same 1.4 : 1 aspect restore as the
 stretched FETAL_PLANES copies, then gray, INTER_AREA resize, per-image standardisation: what
-streamer.preprocess.Preprocessor does with this model's metadata on the live crop.
+engines.preprocess.Preprocessor does with this model's metadata on the live crop.
 """
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def _new_model(args):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from streamer.errors import UserError
+    from engines.errors import UserError
 
     torch.set_num_threads(args.threads)
     w, h = parse_size(args.input)
@@ -244,7 +244,7 @@ def _load_run(out: Path, args, samples):
     """--reuse: OUT's saved OOF logits and final model (re-choose the band, re-export; no training)."""
     import torch
 
-    from streamer.errors import UserError
+    from engines.errors import UserError
     if not (out / "final.pt").is_file() or not (out / "oof_logits.npz").is_file():
         raise UserError(f"--reuse: {out} has no final.pt / oof_logits.npz (run without --reuse first)")
     saved = np.load(out / "oof_logits.npz")

@@ -13,7 +13,7 @@ Labels: the model's fine classes split the brain into its sub-planes (FINE_LABEL
 class maps to a coarse plane (FINE_TO_COARSE, engines.planes vocabulary).
 
 Images are prepared like the live pipeline: the ultrasound region is found with the runtime's
-own `streamer.crop.detect_ultrasound_region`, then `streamer.preprocess.Preprocessor` (resize +
+own `engines.crop.detect_ultrasound_region`, then `engines.preprocess.Preprocessor` (resize +
 normalisation from the model metadata) makes the tensor. Training keeps a slightly larger uint8
 copy of the crop so augmentation can crop/translate before the final resize.
 
@@ -213,13 +213,13 @@ def restore_aspect(img: np.ndarray, aspect: float = RESTORED_ASPECT) -> np.ndarr
 
 def runtime_roi(frame: np.ndarray) -> np.ndarray:
     """The crop the live pipeline would take (auto-detection, no preset); whole frame if none."""
-    from streamer.crop import detect_ultrasound_region
+    from engines.crop import detect_ultrasound_region
     rect = detect_ultrasound_region(frame)
     return rect.apply(frame) if rect is not None else frame
 
 
 def gray(roi: np.ndarray) -> np.ndarray:
-    """Colour channels averaged, as streamer.preprocess does for 1-channel models."""
+    """Colour channels averaged, as engines.preprocess does for 1-channel models."""
     if roi.ndim == 2:
         return roi
     return np.round(roi[:, :, :3].astype(np.float32).mean(axis=2)).astype(np.uint8)
@@ -267,7 +267,7 @@ def cached_images(items: Sequence, load, size: tuple[int, int], version: str,
 
 
 def resize_area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    # Halve first like streamer.preprocess.Preprocessor.resize, so cached crops match its output.
+    # Halve first like engines.preprocess.Preprocessor.resize, so cached crops match its output.
     tw, th = size
     while img.shape[1] >= 4 * tw and img.shape[0] >= 4 * th:
         img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)

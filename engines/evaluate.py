@@ -4,7 +4,7 @@
     python -m engines evaluate --model engines/zoo/sononet16.onnx --out docs/models/sononet16/
 
 Every image goes the way a live frame goes: aspect restored (stretched 640x640 copies), the
-runtime's auto-crop (streamer.crop), streamer.preprocess.Preprocessor from the model's own
+runtime's auto-crop (engines.crop), engines.preprocess.Preprocessor from the model's own
 metadata, ONNX Runtime on CPU. A run folder is evaluated through its exported model.onnx, so the
 numbers belong to the shipped artefact, not to the torch weights.
 
@@ -133,7 +133,7 @@ def run_logits(model_path: Path, samples: list[D.Sample], threads: int = 2) -> t
     """Logits (N, classes) for each sample via crop + Preprocessor + ORT; and the ModelInfo."""
     import onnxruntime as ort
 
-    from streamer.preprocess import Preprocessor
+    from engines.preprocess import Preprocessor
 
     from .metadata import read_model_info
     so = ort.SessionOptions()
@@ -195,7 +195,7 @@ def evaluate(model_arg: str, data_root: str | Path, split_file: str | Path | Non
                              "patients": len({s.patient for s in samples}),
                              "description": "FETAL_PLANES_DB (Burgos-Artizzu et al. 2020, CC BY 4.0)"},
                     "split": {"source": split_desc, **D.describe_split(train_s, val_s)},
-                    "pipeline": f"aspect restore (stretched copies) -> streamer.crop auto-detect -> Preprocessor "
+                    "pipeline": f"aspect restore (stretched copies) -> engines.crop auto-detect -> Preprocessor "
                                 f"({info.width}x{info.height}, {info.normalisation['kind']}, {info.resize}) -> ORT CPU",
                     "scopes": {}}
     probs = softmax(logits)
@@ -376,7 +376,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from streamer.errors import UserError
+    from engines.errors import UserError
 
     from .metadata import ModelFileError
     if args.table:

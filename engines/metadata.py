@@ -14,7 +14,7 @@ Fields (version 1):
     normalisation    {"kind": "per_image_standardise", "scale": 255.0}
                      or {"kind": "mean_std", "mean": [...], "std": [...]}  (x in 0..1 first)
     resize           cv2 interpolation name, "area" or "linear"
-    crop_preset      name in streamer.crop.PRESETS or null (then the runtime auto-detects)
+    crop_preset      name in engines.crop.PRESETS or null (then the runtime auto-detects)
     outputs          {"logits": name, "cam": name or null}; logits are pre-softmax
     temperature      confidence calibration, probs = softmax(logits / T); 1.0 if uncalibrated
     uncertain_band   anomaly only: [lo, hi] on p(abnormal) inside which the answer is "uncertain"

@@ -7,7 +7,7 @@ Recipe (seed 002's, adapted to 2 CPU cores): patient-level split (the committed
 engines/splits file for the ../shared subset), class weights total / (classes x count), on-the-fly
 augmentation (engines.augment), AdamW with linear warm-up + cosine decay, early stopping on the
 validation loss, fixed seed. Images are the runtime's own auto-crops (engines.data), normalised
-per image exactly as streamer.preprocess does for the exported metadata.
+per image exactly as engines.preprocess does for the exported metadata.
 
 Outputs in --out: best.pt (state dict + config), history.json, val_logits.npz (validation
 logits of the best epoch, for temperature fitting), model.onnx (engines.export.export_onnx).
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .models import create_model
 
-    from streamer.errors import UserError
+    from engines.errors import UserError
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -346,7 +346,7 @@ def register_export(subparsers) -> None:
 
 
 def _export_cmd(args: argparse.Namespace) -> int:
-    from streamer.errors import UserError
+    from engines.errors import UserError
     if not (Path(args.run) / "best.pt").is_file():
         raise UserError(f"no best.pt in {args.run} (train first)")
     temperature, metrics, report = 1.0, None, None

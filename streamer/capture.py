@@ -22,7 +22,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from .errors import SourceError
+from engines.errors import SourceError
 
 MAX_FRAME_BYTES = 3840 * 2160 * 3
 # Slot header: seq, index, pts (nan if none), t_capture_mono, t_capture_wall, height, width.

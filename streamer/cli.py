@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserError
+from engines.errors import UserError
 
 # Subcommand modules, in the order `sonoplane --help` lists them.
 COMMANDS = ("demo", "run", "overlay", "classify", "models", "engine")

@@ -11,9 +11,9 @@ from engines.backends import create_backend
 from engines.metadata import ModelFileError, ModelInfo
 from engines.zoo import resolve
 
-from .crop import CropRect, CropTracker
-from .errors import UserError
-from .preprocess import Preprocessor
+from engines.crop import CropRect, CropTracker
+from engines.errors import UserError
+from engines.preprocess import Preprocessor
 
 
 def softmax_with_temperature(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

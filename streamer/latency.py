@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from engines.errors import UserError
 
 STAGE_ORDER = ("capture", "preprocess", "infer", "smooth", "publish")
 # Adjacent stage pairs, then the end-to-end spans. "a->b" = stages[b] - stages[a].

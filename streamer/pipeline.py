@@ -17,11 +17,11 @@ from engines.planes import NO_IMAGE, UNCERTAIN
 from engines.zoo import DEFAULT_ANOMALY_MODEL
 
 from .capture import CaptureOptions, CaptureProcess
-from .crop import CropTracker
-from .errors import SourceError, UserError
+from engines.crop import CropTracker
+from engines.errors import SourceError, UserError
 from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
-from .preprocess import Preprocessor
+from engines.preprocess import Preprocessor
 from .publish import DEFAULT_ADDRESS, Publisher
 from .smoothing import LabelSmoother, SmoothingConfig
 

@@ -8,7 +8,7 @@ import numpy as np
 import zmq
 
 from . import schema
-from .errors import UserError
+from engines.errors import UserError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 FRAME_MAX_WIDTH = 640

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import SourceError
+from engines.errors import SourceError
 
 NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "srt", "tcp", "http", "https", "rtmp")
 

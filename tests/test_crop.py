@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.crop import PRESETS, CropRect, CropTracker, detect_ultrasound_region
+from engines.crop import PRESETS, CropRect, CropTracker, detect_ultrasound_region
 
 
 def scanner_screen(w=1280, h=720, seed=0, region=(200, 120, 1000, 690)):

@@ -123,9 +123,9 @@ def test_cache_rois_and_standardise(labels_csv_layout, tmp_path):
 
 
 def test_training_input_matches_runtime_preprocessor(labels_csv_layout, tmp_path):
-    """Validation tensors built from the cache equal streamer.preprocess on the runtime crop."""
+    """Validation tensors built from the cache equal engines.preprocess on the runtime crop."""
     from engines.metadata import info_from_dict
-    from streamer.preprocess import Preprocessor
+    from engines.preprocess import Preprocessor
     samples = D.load_index(labels_csv_layout)[:4]
     info = info_from_dict({"model_id": "t", "labels": ["a"], "input": {"height": 36, "width": 48, "channels": 1},
                            "normalisation": {"kind": "per_image_standardise", "scale": 1.0}, "resize": "area"},

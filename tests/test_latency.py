@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamer import latency
-from streamer.errors import UserError
+from engines.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"

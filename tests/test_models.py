@@ -108,7 +108,7 @@ def test_shipped_model_metadata_and_outputs(path):
 
     from engines.metadata import read_model_info
     from engines.planes import COARSE_PLANES
-    from streamer.preprocess import Preprocessor
+    from engines.preprocess import Preprocessor
     info = read_model_info(path)
     assert info.task == "plane" and len(info.labels) >= 6
     assert set(info.coarse_map) == set(info.labels) and set(info.coarse_map.values()) <= set(COARSE_PLANES)

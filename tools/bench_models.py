@@ -6,7 +6,7 @@
 
 For each model and each thread count (default 1 and 2): p50 / p99 / p99.9 milliseconds per frame
 (batch 1, one `session.run` per frame, after warm-up), and the ratio of p50 to sononet16's.
-Preprocessing is streamer.preprocess.Preprocessor on a 1080p-screen-sized crop (the live path).
+Preprocessing is engines.preprocess.Preprocessor on a 1080p-screen-sized crop (the live path).
 The machine's load average is printed: on a shared CPU, figures taken under load are pessimistic.
 No torch needed.
 """
@@ -55,7 +55,7 @@ def bench_session(path: Path, threads: int, iters: int, warmup: int) -> dict:
 
 def bench_preprocess(path: Path, iters: int) -> dict:
     from engines.metadata import read_model_info
-    from streamer.preprocess import Preprocessor
+    from engines.preprocess import Preprocessor
     info = read_model_info(path)
     pre = Preprocessor(info)
     roi = np.random.default_rng(1).integers(0, 255, (860, 1150, 3), dtype=np.uint8)  # crop of a 1080p screen

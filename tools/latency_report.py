@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from streamer import latency as L  # noqa: E402
-from streamer.errors import UserError  # noqa: E402
+from engines.errors import UserError  # noqa: E402
 
 MODES = ("native", "fast")
 # Flags compare sets itself; a config may not override them.

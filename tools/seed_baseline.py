@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamer.errors import UserError  # noqa: E402
+from engines.errors import UserError  # noqa: E402
 from streamer.latency import markdown_table, summarize  # noqa: E402
 
 INPUT_HW = (224, 288)     # SonoNet16's input (H, W), as in the shipped model's metadata

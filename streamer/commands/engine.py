@@ -1,7 +1,7 @@
 """`sonoplane engine build`: compile a TensorRT engine (untested here: no TensorRT in this workplace)."""
 from __future__ import annotations
 
-from ..errors import UserError
+from engines.errors import UserError
 
 
 def main(args) -> int:

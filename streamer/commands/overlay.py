@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 
-from ..errors import UserError
+from engines.errors import UserError
 
 
 def main(args) -> int:

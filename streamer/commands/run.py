@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import UserError
+from engines.errors import UserError
 
 
 def add_pipeline_arguments(p) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from ..errors import UserError
+from engines.errors import UserError
 from .render import is_stale, render_overlay
 from .subscriber import OverlaySubscriber
 

@@ -7,7 +7,7 @@ import time
 
 import cv2
 
-from ..errors import UserError
+from engines.errors import UserError
 from .render import render_overlay
 from .subscriber import OverlaySubscriber
 
