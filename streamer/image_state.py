@@ -46,6 +46,8 @@ class ImageStateDetector:
         blank = float(np.percentile(small, 90)) <= self.blank_p90_max
         change = float("inf") if self._prev is None else float(np.abs(small - self._prev).mean())
         self._prev = small
+        if self._still_since is not None and t < self._still_since:
+            self._still_since = None         # time went backwards (file looped / restarted)
         if blank or change > self.frozen_diff_max:
             self._still_since = None
         elif self._still_since is None:

@@ -23,7 +23,7 @@ from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
 from engines.preprocess import Preprocessor
 from .publish import DEFAULT_ADDRESS, Publisher
-from .smoothing import LabelSmoother, SmoothingConfig
+from .smoothing import LabelSmoother, SmoothingConfig, smoothing_clock
 
 STATUS_EVERY_S = 1.0
 
@@ -140,6 +140,8 @@ class Pipeline:
         self.crop = CropTracker(cfg.crop or info.crop_preset or "auto")
         self.image_state = ImageStateDetector()
         self.smoother = LabelSmoother(info.labels, info.coarse_map, cfg.smoothing)
+        from .sources import classify_spec
+        self.source_is_file = classify_spec(cfg.source) == "file"   # media clock (pts) for files
         self.model_meta = {"id": info.model_id, "sha256": info.short_hash, "backend": cfg.backend}
         self.publisher: Publisher | None = None
 
@@ -191,9 +193,10 @@ class Pipeline:
 
     def _process(self, frame, cap: CaptureProcess, summary: RunSummary, recent: list[float]) -> None:
         t_cap = frame.t_capture_mono
+        t_media = smoothing_clock(self.source_is_file, frame.pts_s, t_cap)
         rect = self.crop.update(frame.image)
         roi = rect.apply(frame.image)
-        img_state = self.image_state.update(roi, t_cap)
+        img_state = self.image_state.update(roi, t_media)
         pred = None
         if not img_state.blank:            # no ultrasound image: nothing to classify
             x = self.classifier.preprocess(roi)
@@ -205,7 +208,7 @@ class Pipeline:
         else:
             probs, t_pre = None, time.monotonic()
             t_inf = t_pre
-        state = self.smoother.update(probs, t_cap, blank=img_state.blank, frozen=img_state.frozen)
+        state = self.smoother.update(probs, t_media, blank=img_state.blank, frozen=img_state.frozen)
         anomaly = None
         if self.anomaly is not None and state.plane == "brain" and not state.frozen:
             anomaly = self.anomaly(roi)

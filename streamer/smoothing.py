@@ -8,7 +8,10 @@ State machine (docs/smoothing.md):
   shown one, so a brief blip never changes the label;
 - `uncertain` when no plane is confident enough; `none` on blank frames (probe lifted);
 - a frozen image (scanner freeze) is not new evidence: the state holds and is marked frozen;
-- a gap in time (source reconnecting) resets the state rather than resuming an old label.
+- a gap in time (source reconnecting) resets the state rather than resuming an old label, and so
+  does time going backwards (a looped or restarted file);
+- time is the media clock for files (the frame's presentation time), so a file gives the same labels
+  at native rate and with --fast; live sources use the capture clock (`smoothing_clock`).
 """
 from __future__ import annotations
 
@@ -47,6 +50,16 @@ class SmoothedState:
     frozen: bool
     changed: bool                # plane differs from the previous update's
     since_t: float               # time the current plane was first shown
+
+
+def smoothing_clock(is_file: bool, pts_s: float | None, t_capture: float) -> float:
+    """The time the smoother, frozen detection and dwell run on.
+
+    Files: the frame's presentation time, so the time constants are in video seconds whatever the
+    replay speed (--fast replays faster than real time; native replay may skip frames, and the pts
+    still says how much video time passed). Live sources (and files without pts): the capture clock.
+    """
+    return pts_s if is_file and pts_s is not None else t_capture
 
 
 class LabelSmoother:
@@ -92,7 +105,7 @@ class LabelSmoother:
     def update(self, probs: np.ndarray | None, t: float, blank: bool = False,
                frozen: bool = False) -> SmoothedState:
         cfg = self.config
-        if self.last_t is not None and t - self.last_t > cfg.gap_reset_s:
+        if self.last_t is not None and (t - self.last_t > cfg.gap_reset_s or t < self.last_t):
             last = self._last_state
             self.reset()
             self._last_state = last
