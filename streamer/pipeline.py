@@ -19,6 +19,7 @@ from engines.zoo import DEFAULT_ANOMALY_MODEL
 from .capture import CaptureOptions, CaptureProcess
 from engines.crop import CropTracker
 from engines.errors import SourceError, UserError
+from .exam.heatmap import small_cam
 from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
 from engines.preprocess import Preprocessor
@@ -144,12 +145,16 @@ class Pipeline:
         self.source_is_file = classify_spec(cfg.source) == "file"   # media clock (pts) for files
         self.model_meta = {"id": info.model_id, "sha256": info.short_hash, "backend": cfg.backend}
         self.publisher: Publisher | None = None
+        self.exam = None            # streamer.exam.runner.ExamRunner, set by `run --exam`
+        self.exam_report: Path | None = None
 
     def run(self) -> RunSummary:
         cfg = self.cfg
         summary = RunSummary(source=cfg.source, model=f"{self.classifier.info.model_id} ({cfg.backend})")
         if self.publisher is None:
             self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record)
+        if self.exam is not None:
+            self.exam.attach(self.publisher)   # sees exactly the results and images that go out
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
                               max_frames=cfg.max_frames)
@@ -177,6 +182,9 @@ class Pipeline:
         finally:
             summary.wall_s = time.monotonic() - t_start
             summary.cpu_s = _cpu_seconds() - cpu_start
+            if self.exam is not None:
+                self.exam_report = self.exam.finish()
+                self.exam.publish_final()
             self.publisher.close()
         return summary
 
@@ -197,11 +205,12 @@ class Pipeline:
         rect = self.crop.update(frame.image)
         roi = rect.apply(frame.image)
         img_state = self.image_state.update(roi, t_media)
-        pred = None
+        pred = cam = None
         if not img_state.blank:            # no ultrasound image: nothing to classify
             x = self.classifier.preprocess(roi)
             t_pre = time.monotonic()
             out = self.classifier.backend.infer(x)
+            cam = out.cam[0] if out.cam is not None else None
             from .infer import softmax_with_temperature
             probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
             t_inf = time.monotonic()
@@ -237,6 +246,8 @@ class Pipeline:
             "anomaly": anomaly, "skipped_total": cap.skipped_total,
             "skipped_since_last": frame.skipped_since_last, "source": self._source(cap),
             "crop": rect.as_list(), "fps": float(len(recent)),
+            "cam": small_cam(cam, info.labels, state.label),
+            "t_media": t_media,
         }
         self.publisher.result(payload)
         # Only the cropped ultrasound region is published: burned-in patient text stays out.

@@ -62,6 +62,10 @@ class Publisher:
             self.record.write(json.dumps({"v": schema.SCHEMA_VERSION, "kind": schema.STATUS,
                                           "stream": self.stream, **payload}, default=_jsonable) + "\n")
 
+    def exam(self, payload: dict) -> None:
+        """Exam state (streamer/exam): the same document as DIR/exam.json."""
+        self.sock.send(schema.encode(schema.EXAM, self.stream, payload), copy=False)
+
     def close(self) -> None:
         if self.record is not None:
             self.record.close()

@@ -8,6 +8,7 @@ Topics:
     b"sonoplane.result.<stream>"   one per classified frame: the full current state
     b"sonoplane.frame.<stream>"    downscaled JPEG of the cropped-scanner frame, for the overlay
     b"sonoplane.status.<stream>"   source status changes (connecting, live, reconnecting, ended, error)
+    b"sonoplane.exam.<stream>"     exam state (as DIR/exam.json), on every change and once a second
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import msgpack
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = "sonoplane"
-RESULT, FRAME, STATUS = "result", "frame", "status"
-KINDS = (RESULT, FRAME, STATUS)
+RESULT, FRAME, STATUS, EXAM = "result", "frame", "status", "exam"
+KINDS = (RESULT, FRAME, STATUS, EXAM)
 
 # Fields a result payload always has (docs/messages.md describes each).
 RESULT_FIELDS = (

@@ -55,14 +55,19 @@ def finish(summary, quiet: bool) -> int:
 
 
 def main(args) -> int:
+    from ..exam.cli import attach_exam
     from ..pipeline import Pipeline
 
     cfg = pipeline_config(args, args.source)
     pipeline = Pipeline(cfg, log=print)
+    attach_exam(pipeline, args)
     if not args.quiet:
         print(f"sonoplane: {cfg.source} -> {cfg.publish} (model {pipeline.classifier.info.model_id}, "
               f"{'fast' if cfg.fast else 'native rate'})", file=sys.stderr)
-    return finish(pipeline.run(), args.quiet)
+    code = finish(pipeline.run(), args.quiet)
+    if pipeline.exam_report is not None:
+        print(f"exam report: {pipeline.exam_report.resolve()}")
+    return code
 
 
 def register(sub) -> None:
@@ -71,4 +76,6 @@ def register(sub) -> None:
                                    "/dev/videoN (V4L2), or a camera index.")
     p.add_argument("--source", required=True, metavar="SRC")
     add_pipeline_arguments(p)
+    from ..exam.cli import add_exam_arguments
+    add_exam_arguments(p)
     p.set_defaults(func=main)

@@ -1,0 +1,40 @@
+"""`--exam` options shared by `sonoplane run` and `sonoplane demo`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engines.errors import UserError
+
+
+def add_exam_arguments(p, default_dir: str | None = None) -> None:
+    from .control import DEFAULT_CONTROL
+    from .protocol import shipped_protocols
+
+    g = p.add_argument_group("exam guidance (docs/exam.md)")
+    g.add_argument("--exam", metavar="NAME|PATH",
+                   help=f"run an exam protocol: {', '.join(shipped_protocols())}, or a .toml file")
+    g.add_argument("--exam-dir", metavar="DIR", default=default_dir,
+                   help="where exam.json, captures and report.html go" +
+                        (f" (default {default_dir})" if default_dir else " (required with --exam)"))
+    g.add_argument("--exam-control", metavar="ADDR", default=DEFAULT_CONTROL,
+                   help=f"operator control endpoint, ZeroMQ REP on loopback (default {DEFAULT_CONTROL}; 'none' to disable)")
+
+
+def attach_exam(pipeline, args) -> None:
+    """Set pipeline.exam from --exam/--exam-dir (protocol checked against the loaded model)."""
+    if not getattr(args, "exam", None):
+        if getattr(args, "exam_dir", None) and not getattr(args, "_exam_dir_default", False):
+            raise UserError("--exam-dir needs --exam NAME|PATH")
+        return
+    if not args.exam_dir:
+        raise UserError("--exam needs --exam-dir DIR (where exam.json, captures and the report go)")
+    d = Path(args.exam_dir)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"--exam-dir {d}: exists and is not a folder")
+    from .runner import ExamRunner
+    pipeline.exam = ExamRunner(args.exam, d, pipeline.classifier.info, pipeline.model_meta,
+                               pipeline.cfg.source, control=args.exam_control, log=print)
+    ex = pipeline.exam
+    print(f"sonoplane exam: {ex.protocol.name} ({len(ex.protocol.views)} views) -> {d.resolve()}/exam.json"
+          + (f"; controls on {ex.control.address}" if ex.control else ""), file=sys.stderr)

@@ -1,0 +1,322 @@
+"""Exam guidance: protocols, the capture state machine, exam.json, the control endpoint, the report."""
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.errors import UserError
+from engines.planes import SONONET16_LABELS, SONONET16_TO_COARSE
+from streamer.exam.control import ControlServer, check_loopback, control_request, handle_request
+from streamer.exam.heatmap import cam_array, small_cam
+from streamer.exam.protocol import check_against_model, load_protocol, protocol_from_dict, shipped_protocols
+from streamer.exam.report import write_report
+from streamer.exam.session import ExamSession
+from streamer.exam.writer import ExamWriter
+
+from .conftest import SAMPLE_CLIP, run_cli
+
+LITE_LABELS = ('Brain (Tt.)', 'Brain (Tc.)', 'Brain (Tv.)', 'Brain (other)', 'Abdomen', 'Femur', 'Thorax',
+               'Cervix', 'Other')
+LITE_MAP = {x: ("brain" if x.startswith("Brain") else x.lower()) for x in LITE_LABELS}
+MODEL = {"id": "planes_lite0", "sha256": "abc123", "backend": "onnxruntime"}
+FPS = 30.0
+RNG = np.random.default_rng(0)
+# A textured "ultrasound" image (sharp) and a blurred copy of it (less sharp).
+IMAGE = cv2.GaussianBlur(RNG.integers(0, 255, (240, 320, 3), dtype=np.uint8), (3, 3), 0)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def result(i, plane, label=None, p=0.95, raw=None, **flags):
+    """A result message as the pipeline publishes it, frame i at FPS."""
+    raw_label = raw or label or plane.capitalize()
+    raw_plane = LITE_MAP.get(raw_label, plane)
+    return {"frame": i, "t_capture_mono": 100.0 + i / FPS, "plane": plane,
+            "label": label if plane not in ("uncertain", "none") else None, "confidence": p,
+            "topk": [[raw_label, p, raw_plane], ["Other", round(1 - p, 4), "other"]],
+            "flags": {"uncertain": plane == "uncertain", "none": plane == "none",
+                      "frozen": flags.get("frozen", False), "stale": flags.get("stale", False)},
+            "source": {"state": flags.get("source_state", "live")}, "crop": [0, 0, 320, 240],
+            "cam": small_cam(np.arange(30, dtype=np.float32).reshape(1, 5, 6).repeat(9, 0), LITE_LABELS, label)}
+
+
+def feed(session, clock, results, image=IMAGE):
+    for r in results:
+        clock.t = r["t_capture_mono"]
+        session.observe(r, image)
+
+
+def make(tmp_path, protocol="fetal-planes-4", writer=True):
+    clock = Clock()
+    w = ExamWriter(tmp_path) if writer else None
+    s = ExamSession(load_protocol(protocol), tmp_path, MODEL, "test.mp4", writer=w, clock=clock)
+    return s, clock, w
+
+
+def statuses(session):
+    return {v.view.id: v.status for v in session.views}
+
+
+# ---- protocols ----
+
+def test_shipped_protocols_load_and_check_against_models():
+    assert {"fetal-planes-4", "fetal-planes-brain", "sononet16-planes"} <= set(shipped_protocols())
+    p4 = load_protocol("fetal-planes-4")
+    assert [v.id for v in p4.views] == ["brain", "abdomen", "femur", "thorax"]
+    check_against_model(p4, LITE_LABELS, LITE_MAP, "planes_lite0")
+    check_against_model(p4, SONONET16_LABELS, SONONET16_TO_COARSE, "sononet16")
+    check_against_model(load_protocol("fetal-planes-brain"), LITE_LABELS, LITE_MAP, "planes_lite0")
+    check_against_model(load_protocol("sononet16-planes"), SONONET16_LABELS, SONONET16_TO_COARSE, "sononet16")
+    with pytest.raises(UserError, match="brain-cb.*cannot name"):
+        check_against_model(load_protocol("sononet16-planes"), LITE_LABELS, LITE_MAP, "planes_lite0")
+    with pytest.raises(UserError, match="Brain \\(Tt.\\)"):
+        check_against_model(load_protocol("fetal-planes-brain"), SONONET16_LABELS, SONONET16_TO_COARSE, "sononet16")
+
+
+def test_bad_protocols_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown exam protocol"):
+        load_protocol("no-such-protocol")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_protocol(bad)
+    with pytest.raises(UserError, match="plane must be one of"):
+        protocol_from_dict({"views": [{"id": "x", "plane": "liver"}]})
+    with pytest.raises(UserError, match="appears twice"):
+        protocol_from_dict({"views": [{"id": "x", "plane": "femur"}, {"id": "x", "plane": "femur"}]})
+    with pytest.raises(UserError, match="at least one"):
+        protocol_from_dict({"name": "empty"})
+
+
+def test_cli_refuses_a_view_the_model_cannot_name(tmp_path):
+    r = run_cli("run", "--source", SAMPLE_CLIP, "--exam", "sononet16-planes", "--exam-dir", tmp_path / "e",
+                "--publish", "tcp://127.0.0.1:0", "--exam-control", "none", timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "cannot name" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- state machine ----
+
+def test_known_sequence_gives_known_captures(tmp_path):
+    s, clock, w = make(tmp_path)
+    seq = [result(i, "uncertain") for i in range(10)]
+    # Femur shown for 1.5 s from frame 10: candidates from frame 19 (0.3 s run), the first committed at
+    # frame 28 (0.3 s later); frame 30, the most confident, replaces it (clearly better).
+    seq += [result(i, "femur", "Femur", p=0.99 if i == 30 else 0.90) for i in range(10, 55)]
+    seq += [result(i, "uncertain") for i in range(55, 60)]
+    feed(s, clock, seq)
+    assert statuses(s) == {"brain": "pending", "abdomen": "pending", "femur": "captured", "thorax": "pending"}
+    femur = s.views[2]
+    assert [c.frame for c in femur.captures] == [30]
+    assert femur.first_seen_s == pytest.approx(10 / FPS) and femur.first_captured_s == pytest.approx(28 / FPS)
+    w.flush()
+    exam = json.loads((tmp_path / "exam.json").read_text())
+    best = exam["views"][2]["best"]
+    assert best["frame"] == 30 and best["image"] == "captures/femur/f0000030.png"
+    img = cv2.imread(str(tmp_path / best["image"]))
+    assert img.shape == IMAGE.shape and np.array_equal(img, IMAGE)      # exactly the image it was given
+    heat = cv2.imread(str(tmp_path / best["heatmap"]))
+    assert heat.shape == IMAGE.shape and not np.array_equal(heat, IMAGE)
+    side = json.loads((tmp_path / best["sidecar"]).read_text())
+    assert side["frame"] == 30 and side["model"] == MODEL and set(side["score_parts"]) == {
+        "probability", "sharpness", "steadiness"}
+    w.close()
+
+
+def test_never_captures_from_uncertain_none_frozen_stale_or_short_runs(tmp_path):
+    s, clock, w = make(tmp_path, writer=False)
+    seq = [result(i, "femur", "Femur", p=0.99, frozen=True) for i in range(0, 40)]
+    seq += [result(i, "femur", "Femur", p=0.99, stale=True) for i in range(40, 80)]
+    seq += [result(i, "femur", "Femur", p=0.99, source_state="reconnecting") for i in range(80, 120)]
+    seq += [result(i, "none") for i in range(120, 160)]
+    seq += [result(i, "uncertain", raw="Femur", p=0.99) for i in range(160, 200)]
+    # A run too short to confirm (0.5 s < min_run 0.3 + confirm 0.3), then a raw label that disagrees.
+    seq += [result(i, "femur", "Femur", p=0.99) for i in range(200, 215)]
+    seq += [result(i, "uncertain") for i in range(215, 220)]
+    seq += [result(i, "femur", "Femur", p=0.99, raw="Thorax") for i in range(220, 280)]
+    # Confident enough? 0.7 is below min_probability.
+    seq += [result(i, "abdomen", "Abdomen", p=0.70) for i in range(280, 340)]
+    feed(s, clock, seq)
+    assert set(statuses(s).values()) == {"pending"}
+    assert all(not v.captures for v in s.views)
+
+
+def test_replacement_only_when_clearly_better_and_keep_n(tmp_path):
+    s, clock, _ = make(tmp_path, writer=False)
+    blurred = cv2.GaussianBlur(IMAGE, (9, 9), 0)
+    feed(s, clock, [result(i, "brain", "Brain (Tv.)", p=0.90) for i in range(0, 60)], blurred)
+    first = [c.frame for c in s.views[0].captures]
+    assert len(first) == 1
+    # A sharper frame later in the same run, same probability: clearly better -> replaces it.
+    feed(s, clock, [result(i, "brain", "Brain (Tv.)", p=0.90) for i in range(60, 120)])
+    after = s.views[0].captures
+    assert len(after) == 1 and after[0].frame >= 60 and after[0].quality.sharpness > 0.5
+    # A second run gives the second kept capture (keep = 2), a third weaker one is not kept.
+    feed(s, clock, [result(i, "uncertain") for i in range(120, 130)])
+    feed(s, clock, [result(i, "brain", "Brain (Tt.)", p=0.97) for i in range(130, 190)])
+    feed(s, clock, [result(i, "uncertain") for i in range(190, 200)])
+    feed(s, clock, [result(i, "brain", "Brain (Tt.)", p=0.85) for i in range(200, 260)], blurred)
+    caps = s.views[0].captures
+    assert len(caps) == 2 and caps[0].score >= caps[1].score
+    assert all(130 <= c.frame < 190 or 60 <= c.frame < 120 for c in caps)
+
+
+def test_fine_label_views(tmp_path):
+    s, clock, _ = make(tmp_path, "fetal-planes-brain", writer=False)
+    feed(s, clock, [result(i, "brain", "Brain (Tc.)", p=0.95) for i in range(0, 40)])
+    st = statuses(s)
+    assert st["brain-tc"] == "captured" and st["brain-tt"] == "pending" and st["brain-tv"] == "pending"
+
+
+def test_operator_reject_and_manual(tmp_path):
+    s, clock, w = make(tmp_path)
+    feed(s, clock, [result(i, "femur", "Femur") for i in range(0, 40)])
+    femur = s.views[2]
+    assert femur.status == "captured"
+    s.reject("femur")
+    assert femur.status == "rejected" and not femur.captures
+    feed(s, clock, [result(i, "uncertain") for i in range(40, 45)] + [result(i, "femur", "Femur") for i in range(45, 85)])
+    assert femur.status == "captured"          # captures again after a reject
+    s.mark_manual("thorax")
+    assert s.views[3].status == "manual"
+    feed(s, clock, [result(85, "uncertain")])   # the operator's mark keeps the next frame
+    assert s.views[3].captures and s.views[3].captures[0].manual
+    w.flush()
+    exam = json.loads((tmp_path / "exam.json").read_text())
+    assert [v["status"] for v in exam["views"]] == ["pending", "pending", "captured", "manual"]
+    assert (tmp_path / exam["views"][3]["best"]["image"]).is_file()
+    w.close()
+
+
+# ---- exam.json ----
+
+def test_exam_json_is_replaced_atomically(tmp_path):
+    s, clock, w = make(tmp_path)
+    bad, reads = [], [0]
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                json.loads((tmp_path / "exam.json").read_text())
+                reads[0] += 1
+            except FileNotFoundError:
+                pass
+            except json.JSONDecodeError as exc:
+                bad.append(str(exc))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for k in range(30):   # many changes: reject/capture cycles
+            base = k * 50
+            feed(s, clock, [result(base + i, "femur", "Femur") for i in range(40)])
+            s.reject("femur")
+            feed(s, clock, [result(base + 40 + i, "uncertain") for i in range(10)])
+        w.flush()
+    finally:
+        stop.set()
+        t.join()
+    assert not bad and reads[0] > 0
+    exam = json.loads((tmp_path / "exam.json").read_text())
+    assert {"v", "protocol", "source", "model", "started", "updated", "views"} <= set(exam)
+    assert not list(tmp_path.glob(".*.tmp"))
+    # Rejected captures' files are gone; only kept ones remain on disk.
+    assert not list((tmp_path / "captures" / "femur").glob("*.png"))
+    w.close()
+
+
+# ---- control endpoint ----
+
+def test_control_endpoint_bad_requests_change_nothing(tmp_path):
+    s, clock, w = make(tmp_path)
+    server = ControlServer(s, "tcp://127.0.0.1:0")
+    try:
+        before = s.version
+        for raw, why in [(b"\xff\xfe", "not JSON"), (b"[1, 2]", "JSON object"), (b'{"op": "explode"}', "unknown op"),
+                         (b'{"op": "reject", "view": "liver"}', "unknown view"),
+                         (b'{"op": "reject", "view": "femur"}', "no capture"),
+                         (b'{"op": "manual"}', "view id"), (b'{"op": "end", "x": 1}', "unknown field"),
+                         (b"x" * 5000, "too long")]:
+            reply = control_request(server.address, raw)
+            assert reply["ok"] is False and why in reply["error"], (raw[:20], reply)
+        assert s.version == before and set(statuses(s).values()) == {"pending"}
+        reply = control_request(server.address, {"op": "manual", "view": "femur"})
+        assert reply["ok"] and reply["exam"]["views"][2]["status"] == "manual"
+        reply = control_request(server.address, {"op": "end"})
+        assert reply["ok"] and reply["exam"]["state"] == "ended" and reply["exam"]["report"] == "report.html"
+        assert control_request(server.address, {"op": "end"})["ok"] is False
+        w.flush()
+        assert (tmp_path / "report.html").is_file()
+        reply = control_request(server.address, {"op": "new"})
+        assert reply["ok"] and reply["exam"]["state"] == "running"
+        assert set(v["status"] for v in reply["exam"]["views"]) == {"pending"}
+        w.flush()
+        assert len(list((tmp_path / "archive").glob("*/report.html"))) == 1
+    finally:
+        server.close()
+        w.close()
+    with pytest.raises(UserError, match="loopback"):
+        check_loopback("tcp://0.0.0.0:5556")
+    assert handle_request(s, b"{}")["ok"] is False
+
+
+# ---- report ----
+
+def test_report_on_disk(tmp_path):
+    s, clock, w = make(tmp_path)
+    feed(s, clock, [result(i, "femur", "Femur") for i in range(0, 40)] + [result(i, "thorax", "Thorax") for i in range(40, 80)])
+    s.end()
+    w.flush()
+    w.close()
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 4        # femur + thorax: image and heatmap each
+    assert "<svg" in page and 'id="view-brain"' in page and "MISSING" in page
+    assert "2 of 4 views done" in page and "planes_lite0" in page
+    (tmp_path / "report.html").unlink()
+    r = run_cli("report", tmp_path)
+    assert r.returncode == 0 and (tmp_path / "report.html").is_file()
+    r = run_cli("report", tmp_path / "nothing")
+    assert r.returncode == 2 and "no exam.json" in r.stderr and "Traceback" not in r.stderr
+    assert write_report(tmp_path).name == "report.html"
+
+
+def test_small_cam_round_trip():
+    cam = np.zeros((3, 5, 6), np.float32)
+    cam[1, 2, 4] = 7.0
+    cam[1, 0, 0] = -3.0
+    msg = small_cam(cam, ("a", "b", "c"), "b")
+    a = cam_array(msg)
+    assert msg["label"] == "b" and a.shape == (5, 6) and a[2, 4] == 255 and a[0, 0] == 0
+    assert small_cam(cam, ("a", "b", "c"), None) is None and cam_array({"h": 2, "w": 2, "data": b"x"}) is None
+
+
+@pytest.mark.slow
+def test_run_with_exam_on_the_sample_clip(tmp_path):
+    d = tmp_path / "exam"
+    r = run_cli("run", "--source", SAMPLE_CLIP, "--fast", "--max-frames", "120", "--exam", "fetal-planes-4",
+                "--exam-dir", d, "--publish", "tcp://127.0.0.1:0", "--exam-control", "tcp://127.0.0.1:0",
+                "--quiet", timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert f"exam report: {(d / 'report.html').resolve()}" in r.stdout
+    exam = json.loads((d / "exam.json").read_text())
+    assert exam["state"] == "ended" and exam["model"]["id"] == "planes_lite0"
+    brain = exam["views"][0]
+    assert brain["status"] == "captured"
+    side = json.loads((d / brain["best"]["sidecar"]).read_text())
+    x0, y0, x1, y1 = side["crop"]
+    img = cv2.imread(str(d / brain["best"]["image"]))
+    # The cropped ultrasound region only, never the full scanner frame (burned-in text).
+    assert (img.shape[1], img.shape[0]) == (x1 - x0, y1 - y0) == tuple(side["image_size"])
+    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
+    full_w = cap.get(cv2.CAP_PROP_FRAME_WIDTH)
+    cap.release()
+    assert img.shape[1] < full_w
