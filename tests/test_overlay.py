@@ -1,4 +1,5 @@
 """Overlay: stale results are never drawn as current; MP4 output decodes; the web page in Chromium."""
+import os
 import shutil
 import subprocess
 import threading
@@ -120,3 +121,155 @@ def test_web_overlay_in_headless_chromium(tmp_path):
         stop.set()
         server.join(timeout=10)
         pub.close()
+
+
+# ---- the exam page (aiohttp + WebSocket push) ----
+
+def _exam_feed(tmp_path):
+    """A real exam (runner + control endpoint) tapped onto a real publisher, fed femur results."""
+    from streamer.exam.heatmap import small_cam
+    from streamer.exam.runner import ExamRunner
+    from streamer.infer import PlaneClassifier
+
+    info = PlaneClassifier().info
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    pub = Publisher(addr, "0")
+    runner = ExamRunner("fetal-planes-4", tmp_path / "exam", info, {"id": info.model_id, "sha256": "x",
+                        "backend": "onnxruntime"}, "test", control="tcp://127.0.0.1:0")
+    runner.attach(pub)
+    cam = np.zeros((len(info.labels), 5, 6), np.float32)
+    cam[info.labels.index("Femur"), 2, 3] = 5.0
+    state = {"i": 0, "plane": "femur", "on": True}
+
+    def feed():
+        while state["on"]:
+            i = state["i"]
+            label = "Femur" if state["plane"] == "femur" else None
+            r = {**result_payload(i), "t_capture_mono": time.monotonic(), "plane": state["plane"], "label": label,
+                 "cam": small_cam(cam, info.labels, label)}
+            r["flags"] = {**r["flags"], "uncertain": state["plane"] == "uncertain"}
+            pub.result(r)
+            pub.frame(IMAGE, i, r["t_capture_mono"], [0, 0, 640, 480])
+            state["i"] += 1
+            time.sleep(0.05)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    return addr, pub, runner, state, t
+
+
+def _serve(addr, **kw):
+    from streamer.overlay.web import serve_web
+    port = free_port()
+    stop = threading.Event()
+    th = threading.Thread(target=serve_web, args=(addr, f"127.0.0.1:{port}", stop), kwargs=kw, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    return port, stop, th
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
+def test_exam_page_checklist_controls_and_screenshot(tmp_path, capfd):
+    import asyncio
+    import json
+
+    import aiohttp
+    import cv2
+
+    addr, pub, runner, state, feeder = _exam_feed(tmp_path)
+    port, stop, server = _serve(addr)
+    try:
+        time.sleep(1.5)       # femur shown > dwell + confirm: captured
+        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        assert 'data-view="femur" data-status="captured"' in dom, dom[-3000:]
+        assert 'alt="femur capture" src="exam/captures/femur/' in dom
+        assert 'data-view="brain" data-status="pending"' in dom and "MISSING" in dom
+        assert 'id="plane" data-stale="false">femur<' in dom
+        # The thumbnail is served from the exam folder; nothing outside it is.
+        thumb = dom.split('alt="femur capture" src="')[1].split('"')[0].replace("&amp;", "&")
+        import urllib.request
+        import urllib.error
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/{thumb}").read()[:4] == b"\x89PNG"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/exam/../../etc/passwd")
+
+        async def controls():
+            async with aiohttp.ClientSession() as s:
+                # A viewer that vanishes mid-stream must not disturb the others.
+                gone = await s.ws_connect(f"ws://127.0.0.1:{port}/ws")
+                await gone.receive(timeout=5)
+                await gone.close()
+                async with s.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    replies = []
+                    for req in ("not json", json.dumps({"op": "reject", "view": "liver"}),
+                                json.dumps({"op": "manual", "view": "thorax"})):
+                        await ws.send_str(req)
+                        while True:
+                            m = await ws.receive(timeout=5)
+                            if m.type == aiohttp.WSMsgType.TEXT and json.loads(m.data)["type"] == "reply":
+                                replies.append(json.loads(m.data))
+                                break
+                    return replies
+
+        bad_json, bad_view, manual = asyncio.run(controls())
+        assert not bad_json["ok"] and not bad_view["ok"] and "unknown view" in bad_view["error"]
+        assert manual["ok"]
+        assert "Traceback" not in capfd.readouterr().err     # the vanished viewer left no traceback
+        time.sleep(0.5)
+        shot = tmp_path / "page.png"
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'chrome2'}", "--window-size=1400,850", "--hide-scrollbars",
+                        "--virtual-time-budget=1500", f"--screenshot={shot}", f"http://127.0.0.1:{port}/"],
+                       capture_output=True, timeout=60)
+        img = cv2.imread(str(shot))
+        shutil.copy(shot, "/tmp/exam_test_page.png") if os.environ.get("SONOPLANE_KEEP_SCREENSHOT") else None
+        assert img is not None and img.shape[:2] == (850, 1400)
+        panel = img[:, 1000:]
+        ok = ((abs(panel[:, :, 2].astype(int) - 0x2f) < 25) & (abs(panel[:, :, 1].astype(int) - 0xbf) < 25)).sum()
+        bad = ((abs(panel[:, :, 2].astype(int) - 0xe0) < 25) & (abs(panel[:, :, 1].astype(int) - 0x48) < 25)
+               & (abs(panel[:, :, 0].astype(int) - 0x48) < 25)).sum()
+        assert ok > 300 and bad > 300          # captured views green, missing views red
+        # The source goes silent: STALE, and the plane is struck through.
+        state["on"] = False
+        feeder.join()
+        time.sleep(1.0)
+        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        assert 'id="plane" data-stale="true"' in dom and 'id="live" class="stale"' in dom
+        # Ending the exam: the page links the report.
+        from streamer.exam.control import control_request
+        assert control_request(runner.session.control_address, {"op": "end"})["ok"]
+        runner.writer.flush()
+        runner._publish(pub, force=True)
+        time.sleep(0.5)
+        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        assert 'id="reportlink" href="exam/report.html"' in dom
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/exam/report.html").read().startswith(b"<!doctype html>")
+    finally:
+        state["on"] = False
+        stop.set()
+        server.join(timeout=10)
+        runner.finish()
+        pub.close()
+
+
+def test_web_overlay_token_rules(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from engines.errors import UserError
+    from streamer.overlay.web import serve_web
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(UserError, match="--token"):
+        serve_web(addr, f"0.0.0.0:{free_port()}", threading.Event())
+    port, stop, server = _serve(addr, token="s3cret")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/")
+        assert e.value.code == 403
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/state.json?token=wrong")
+        assert b"checklist" in urllib.request.urlopen(f"http://127.0.0.1:{port}/?token=s3cret").read()
+    finally:
+        stop.set()
+        server.join(timeout=10)

@@ -26,7 +26,8 @@ def main(args) -> int:
             if args.duration:
                 threading.Timer(args.duration, stop.set).start()
             serve_web(args.connect, args.web, stop, stale_after_s=args.stale_after, stream=args.stream,
-                      on_ready=lambda url: print(f"overlay page: {url}", flush=True))
+                      on_ready=lambda url: print(f"overlay page: {url}", flush=True), token=args.token,
+                      insecure=args.insecure, control=args.control)
         else:
             from ..overlay.window import show_window
             if not args.window and not os.environ.get("DISPLAY"):
@@ -44,6 +45,10 @@ def register(sub) -> None:
     p.add_argument("--window", action="store_true", help="OpenCV window (default where there is a screen)")
     p.add_argument("--record", metavar="OUT.mp4", help="write the annotated overlay as H.264 MP4")
     p.add_argument("--web", metavar="HOST:PORT", help="serve the overlay page, e.g. 127.0.0.1:8090")
+    p.add_argument("--token", help="--web: require ?token=TOKEN on every request (needed beyond loopback)")
+    p.add_argument("--insecure", action="store_true", help="--web: allow a non-loopback bind without --token")
+    p.add_argument("--control", metavar="ADDR",
+                   help="--web: the exam control endpoint (default: the one the exam topic announces)")
     p.add_argument("--stale-after", type=float, default=0.5, help="seconds after which a result is shown as STALE")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--fps", type=float, default=30, help="--record frame rate")

@@ -17,6 +17,12 @@ def add_exam_arguments(p, default_dir: str | None = None) -> None:
     g.add_argument("--exam-dir", metavar="DIR", default=default_dir,
                    help="where exam.json, captures and report.html go" +
                         (f" (default {default_dir})" if default_dir else " (required with --exam)"))
+    g.add_argument("--exam-min-probability", type=float, metavar="P",
+                   help="calibrated probability of the view a frame needs to be captured (default 0.80)")
+    g.add_argument("--exam-dwell", type=float, metavar="S",
+                   help="seconds the view must be stably shown before a frame can be captured (default 0.30)")
+    g.add_argument("--exam-confirm", type=float, metavar="S",
+                   help="seconds the view must stay shown after a frame before it is kept (default 0.30)")
     g.add_argument("--exam-control", metavar="ADDR", default=DEFAULT_CONTROL,
                    help=f"operator control endpoint, ZeroMQ REP on loopback (default {DEFAULT_CONTROL}; 'none' to disable)")
 
@@ -33,8 +39,15 @@ def attach_exam(pipeline, args) -> None:
     if d.exists() and not d.is_dir():
         raise UserError(f"--exam-dir {d}: exists and is not a folder")
     from .runner import ExamRunner
+    from .session import CaptureConfig
+    knobs = {"min_probability": args.exam_min_probability, "min_run_s": args.exam_dwell,
+             "confirm_s": args.exam_confirm}
+    for k, v in knobs.items():
+        if v is not None and not 0 <= v <= (1 if k == "min_probability" else 10):
+            raise UserError(f"--exam-{k.replace('_s', '').replace('_', '-').replace('min-run', 'dwell')}: out of range ({v})")
+    config = CaptureConfig(**{k: v for k, v in knobs.items() if v is not None})
     pipeline.exam = ExamRunner(args.exam, d, pipeline.classifier.info, pipeline.model_meta,
-                               pipeline.cfg.source, control=args.exam_control, log=print)
+                               pipeline.cfg.source, control=args.exam_control, config=config, log=print)
     ex = pipeline.exam
     print(f"sonoplane exam: {ex.protocol.name} ({len(ex.protocol.views)} views) -> {d.resolve()}/exam.json"
           + (f"; controls on {ex.control.address}" if ex.control else ""), file=sys.stderr)

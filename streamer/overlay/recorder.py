@@ -73,7 +73,8 @@ def record_overlay(connect: str, out_path: str | Path, stop_event: threading.Eve
             if now < t_next:
                 continue
             if sub.results_received:   # start recording with the first result
-                rec.write(render_overlay(sub.frame, sub.result, now, sub.result_received, stale_after_s, size))
+                rec.write(render_overlay(sub.frame, sub.result, now, sub.result_received, stale_after_s, size,
+                                          exam=sub.exam))
             t_next += period
             if now - t_next > 1.0:     # fell behind (slow machine): skip ahead, don't burst
                 t_next = now + period

@@ -44,7 +44,7 @@ def _text(img, text, org, scale, colour, thick):
 
 def render_overlay(frame_bgr: np.ndarray | None, result: dict | None, now_mono: float,
                    received_mono: float | None = None, stale_after_s: float = 0.5,
-                   out_size: tuple[int, int] = (1280, 720)) -> np.ndarray:
+                   out_size: tuple[int, int] = (1280, 720), exam: dict | None = None) -> np.ndarray:
     """A new out_size image: the scanner image on the left, the guidance panel on the right."""
     W, H = out_size
     canvas = np.zeros((H, W, 3), np.uint8)
@@ -102,6 +102,11 @@ def render_overlay(frame_bgr: np.ndarray | None, result: dict | None, now_mono: 
           0.55 * s, GREY, 1)
     y += int(56 * s)
 
+    if exam and exam.get("views"):
+        # The exam checklist replaces the raw top-3: a sonographer needs what is missing.
+        draw_checklist(canvas, exam, px, y, W - px - int(16 * s), H - int(100 * s), s)
+        return _footer(canvas, result, px, H, s)
+
     _text(canvas, "THIS FRAME (raw)", (px, y), 0.55 * s, GREY, 1)
     for name, p, pl in ((result or {}).get("topk") or [])[:3]:
         y += int(30 * s)
@@ -120,6 +125,10 @@ def render_overlay(frame_bgr: np.ndarray | None, result: dict | None, now_mono: 
               GREY if stale else c, th)
         y += int(40 * s)
 
+    return _footer(canvas, result, px, H, s)
+
+
+def _footer(canvas, result, px, H, s):
     if result:
         st = result.get("stages") or {}
         lat = (st.get("publish", 0) - st.get("capture", 0)) * 1e3 if st else 0.0
@@ -129,3 +138,50 @@ def render_overlay(frame_bgr: np.ndarray | None, result: dict | None, now_mono: 
         for i, line in enumerate(foot):
             _text(canvas, line, (px, H - int((20 + 26 * (len(foot) - 1 - i)) * s)), 0.5 * s, GREY, 1)
     return canvas
+
+
+GREEN = (113, 191, 47)
+_THUMBS: dict = {}
+
+
+def _thumb(path: str, size: tuple[int, int]) -> np.ndarray | None:
+    """A captured view's image, small, read once per file (the window/MP4 redraw at 30 fps)."""
+    key = (path, size)
+    if key not in _THUMBS:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        _THUMBS[key] = None if img is None else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        if len(_THUMBS) > 256:
+            _THUMBS.pop(next(iter(_THUMBS)))
+    return _THUMBS[key]
+
+
+def draw_checklist(canvas: np.ndarray, exam: dict, x: int, y: int, w: int, y_max: int, s: float) -> None:
+    """The exam checklist: per view a thumbnail (or an empty red box) and its status."""
+    from pathlib import Path
+
+    views = exam.get("views") or []
+    done = sum(v.get("status") in ("captured", "manual") for v in views)
+    ended = exam.get("state") == "ended"
+    _text(canvas, f"CHECKLIST {done}/{len(views)}" + ("  - ENDED" if ended else ""), (x, y), 0.55 * s, GREY, 1)
+    y += int(10 * s)
+    row = max(int(14 * s), min(int(46 * s), (y_max - y) // max(1, len(views))))
+    tw, th = int(row * 4 / 3) - 4, row - 6
+    root = Path(exam.get("dir") or ".")
+    for v in views:
+        ok = v.get("status") in ("captured", "manual")
+        colour = GREEN if ok else RED
+        cv2.rectangle(canvas, (x, y + 2), (x + 4, y + row - 4), colour, -1)
+        best = v.get("best") or {}
+        thumb = _thumb(str(root / best["image"]), (tw, th)) if best.get("image") else None
+        if thumb is not None:
+            canvas[y + 2:y + 2 + th, x + 8:x + 8 + tw] = thumb
+        else:
+            cv2.rectangle(canvas, (x + 8, y + 2), (x + 8 + tw, y + 2 + th), RED, 1)
+        status = {"pending": "MISSING", "rejected": "REJECTED", "manual": "done by hand"}.get(
+            v.get("status"), f"captured {best.get('score', 0):.2f}" if best else "captured")
+        _text(canvas, str(v.get("title", v.get("id")))[:24], (x + tw + 16, y + int(row * 0.45)), 0.5 * s,
+              (230, 230, 230), 1)
+        _text(canvas, status, (x + tw + 16, y + int(row * 0.9)), 0.45 * s, colour, 1)
+        y += row
+        if y > y_max:
+            break

@@ -17,7 +17,7 @@ class OverlaySubscriber:
         self.ctx = zmq.Context.instance()
         self.poller = zmq.Poller()
         self.sockets = {}
-        for kind in (schema.RESULT, schema.FRAME, schema.STATUS):
+        for kind in (schema.RESULT, schema.FRAME, schema.STATUS, schema.EXAM):
             sock = self.ctx.socket(zmq.SUB)
             sock.setsockopt(zmq.CONFLATE, 1)
             sock.setsockopt(zmq.LINGER, 0)
@@ -29,6 +29,9 @@ class OverlaySubscriber:
         self.result_received: float | None = None
         self.frame: np.ndarray | None = None
         self.frame_index: int | None = None
+        self.frame_jpeg: bytes | None = None      # as published (the web page forwards it undecoded)
+        self.frame_seq = 0
+        self.exam: dict | None = None             # exam state (sonoplane.exam.<stream>), when an exam runs
         self.status: dict | None = None
         self.bad_messages = 0
         self.results_received = 0
@@ -53,6 +56,9 @@ class OverlaySubscriber:
                     self.bad_messages += 1
                 else:
                     self.frame, self.frame_index = img, payload.get("frame")
+                    self.frame_jpeg, self.frame_seq = bytes(payload["jpeg"]), self.frame_seq + 1
+            elif kind == schema.EXAM:
+                self.exam = payload
             elif kind == schema.STATUS:
                 self.status = payload
                 # A status from a source that is not live makes the last result stale at once.

@@ -32,7 +32,7 @@ def show_window(connect: str, stop: threading.Event, stale_after_s: float = 0.5,
         while not stop.is_set():
             sub.poll(timeout_ms=int(1000 / fps))
             cv2.imshow(WINDOW, render_overlay(sub.frame, sub.result, time.monotonic(), sub.result_received,
-                                              stale_after_s, size))
+                                              stale_after_s, size, exam=sub.exam))
             if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                 break
     finally:
