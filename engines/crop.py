@@ -74,8 +74,49 @@ MARGIN = 0.06              # grow the detected box by this share of its size (si
 BLOB_MIN_FRACTION = 0.01    # blobs smaller than this share of the screen are UI debris
 
 
-def detect_ultrasound_region(frame: np.ndarray) -> CropRect | None:
-    """Bounding box of the ultrasound image region, or None when no image is found (blank screen)."""
+HEADER_SEARCH = 0.3         # text lines this far (share of the region's height) below its top are checked
+HEADER_TISSUE_MAX = 0.15    # a text line whose rows are less than this share tissue is a header line
+
+
+def below_header(frame: np.ndarray, textured: np.ndarray, scale: float, x: int, y: int, bw: int,
+                 bh: int) -> int:
+    """The region's top row (detection scale), moved below any header text line it took in.
+
+    Scanners burn patient name, ID and dates in above the image, sometimes on a band touching
+    it, sometimes large and bright enough to be closed into the image blob. A text line near the
+    region's top whose rows are mostly not tissue (beside the glyphs) is a header line: the top
+    moves below it, repeatedly (headers have several lines). Text with tissue on both sides of it
+    (settings beside the sector, a name drawn over the image) stays in and is redacted instead.
+    """
+    from .redact import find_text_boxes
+
+    inv = 1.0 / scale
+    fx0, fx1 = int(x * inv), int(np.ceil((x + bw) * inv))
+    fy0, fy1 = int(y * inv), int(np.ceil((y + bh * HEADER_SEARCH) * inv))
+    strip = frame[fy0:fy1, fx0:fx1]
+    boxes = sorted(find_text_boxes(strip), key=lambda b: b.y0)
+    if not boxes:
+        return y
+    not_text = np.ones((fy1 - fy0, fx1 - fx0), bool)
+    for b in boxes:
+        not_text[b.y0:b.y1, b.x0:b.x1] = False
+    top = 0                        # strip rows (full resolution)
+    for b in boxes:
+        if b.y0 > top + 0.1 * bh * inv:       # not adjacent to the current top: the image has begun
+            break
+        rows = slice(int(b.y0 * scale) + y, max(int(b.y0 * scale) + 1, int(np.ceil(b.y1 * scale))) + y)
+        band = textured[rows, x:x + bw] & cv2.resize(not_text[b.y0:b.y1].astype(np.uint8),
+                                                     (bw, rows.stop - rows.start),
+                                                     interpolation=cv2.INTER_NEAREST).astype(bool)
+        if band.mean() < HEADER_TISSUE_MAX:
+            top = max(top, b.y1)
+    return y + int(np.ceil(top * scale)) if top else y
+
+
+def detect_ultrasound_region(frame: np.ndarray, header_rule: bool = True) -> CropRect | None:
+    """Bounding box of the ultrasound image region, or None when no image is found (blank screen).
+
+    header_rule: move the top below header text lines (`below_header`); off only to measure it."""
     h, w = frame.shape[:2]
     scale = DETECT_WIDTH / w
     small = cv2.resize(frame, (DETECT_WIDTH, max(8, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
@@ -96,7 +137,7 @@ def detect_ultrasound_region(frame: np.ndarray) -> CropRect | None:
     dx[:, 1:] = np.abs(np.diff(g, axis=1))
     dy[1:, :] = np.abs(np.diff(g, axis=0))
     texture = np.minimum(cv2.blur(dx, (3, 3)), cv2.blur(dy, (3, 3)))
-    mask = (g > 10) & (texture > 1.5) & gray_ok
+    mask = textured = (g > 10) & (texture > 1.5) & gray_ok
     # Close speckle gaps, then open away thin things (text, rulers, tick marks).
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((9, 9), np.uint8)) > 0
@@ -109,6 +150,9 @@ def detect_ultrasound_region(frame: np.ndarray) -> CropRect | None:
     y = min(stats[i, cv2.CC_STAT_TOP] for i in big)
     bw = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in big) - x
     bh = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in big) - y
+    if header_rule:
+        top = below_header(frame, textured, scale, x, y, bw, bh)
+        y, bh = top, bh - (top - y)
     if bw < MIN_SIDE_FRACTION * mask.shape[1] or bh < MIN_SIDE_FRACTION * mask.shape[0]:
         return None
     # The tissue's bounding box is tighter than the scanner's imaging area that models were

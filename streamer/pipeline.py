@@ -48,6 +48,7 @@ class PipelineConfig:
     reconnect: bool = True
     open_timeout_s: float = 5.0
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    redact: bool = True                      # blank burned-in text in every image that leaves the process
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Pipeline:
         self.publisher: Publisher | None = None
         self.exam = None            # streamer.exam.runner.ExamRunner, set by `run --exam`
         self.exam_report: Path | None = None
+        self._outgoing: tuple[int, np.ndarray] | None = None
 
     def run(self) -> RunSummary:
         cfg = self.cfg
@@ -250,12 +252,28 @@ class Pipeline:
             "t_media": t_media,
         }
         self.publisher.result(payload)
-        # Only the cropped ultrasound region is published: burned-in patient text stays out.
-        self.publisher.frame(roi, frame.index, t_cap, rect.as_list())
+        if self.publisher.send_frames:
+            self.publisher.frame(self.outgoing_image(roi, frame.index), frame.index, t_cap, rect.as_list())
         summary.latency_ms.append((t_pub - t_cap) * 1e3)
         if state.changed or not summary.timeline:
             t_rel = frame.pts_s if frame.pts_s is not None else t_cap
             summary.timeline.append((round(t_rel, 2), state.plane, state.label))
+
+
+    def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None) -> np.ndarray:
+        """The image that may leave the process for this frame: the crop (no header band) with
+        burned-in text blanked (`engines.redact`), unless --redact off. The classifier keeps the
+        unredacted crop. Every outlet (frames topic, overlays, exam captures) takes this one;
+        the result for the current frame is kept so a second caller does not redact twice."""
+        if not self.cfg.redact:
+            return roi
+        if self._outgoing is not None and frame_index is not None and self._outgoing[0] == frame_index:
+            return self._outgoing[1]
+        from engines.redact import redact_text
+        image, _ = redact_text(roi)
+        if frame_index is not None:
+            self._outgoing = (frame_index, image)
+        return image
 
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> RunSummary:

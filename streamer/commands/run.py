@@ -24,6 +24,9 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--pix-fmt", help="V4L2 input pixel format, e.g. mjpeg, yuyv422")
     p.add_argument("--size", help="V4L2/camera capture size, e.g. 1920x1080")
     p.add_argument("--no-reconnect", action="store_true", help="live sources: exit instead of reconnecting")
+    p.add_argument("--redact", choices=("on", "off"), default="on",
+                   help="blank burned-in text (patient name, dates, UI) in every image published "
+                        "(default on; off for research use only)")
     p.add_argument("--quiet", action="store_true", help="no summary")
 
 
@@ -43,7 +46,8 @@ def pipeline_config(args, source: str):
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
                           send_frames=not args.no_frames, max_frames=args.max_frames,
-                          pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect)
+                          pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect,
+                          redact=args.redact == "on")
 
 
 def finish(summary, quiet: bool) -> int:
