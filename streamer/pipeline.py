@@ -252,7 +252,7 @@ class Pipeline:
             "t_media": t_media,
         }
         self.publisher.result(payload)
-        if self.publisher.send_frames:
+        if self.publisher.send_frames or self.exam is not None:   # redact only what is sent or saved
             self.publisher.frame(self.outgoing_image(roi, frame.index), frame.index, t_cap, rect.as_list())
         summary.latency_ms.append((t_pub - t_cap) * 1e3)
         if state.changed or not summary.timeline:

@@ -20,7 +20,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_cli(*args, timeout=120, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+TAG_VAR = "SONOPLANE_TEST_TAG"
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Live processes whose environment carries TAG_VAR=tag: a run and every child it started
+    (children inherit the environment, even once re-parented to init). Other users' processes
+    on a shared box are not counted."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = (d / "environ").read_bytes()
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and state != "Z":
+            pids.append(int(d.name))
+    return pids
+
+
+def run_cli(*args, timeout=120, tag: str = "", **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), TAG_VAR: tag}
     return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env, **kw)

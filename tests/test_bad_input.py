@@ -1,14 +1,13 @@
 """Bad input: a one-line error naming the problem, non-zero exit, no traceback, nothing left running."""
-import subprocess
-
 import pytest
 
-from .conftest import SAMPLE_CLIP, free_port, run_cli
+from .conftest import SAMPLE_CLIP, free_port, run_cli, tagged_processes
+
+TAG = "bad-input"
 
 
 def no_capture_left():
-    out = subprocess.run(["pgrep", "-f", "multiprocessing.spawn"], capture_output=True, text=True).stdout
-    return out.strip() == ""
+    return tagged_processes(TAG) == []
 
 
 def check(proc, *words):
@@ -26,17 +25,19 @@ def check(proc, *words):
     ("/dev/video99", ("/dev/video99",)),
 ])
 def test_bad_sources(source, words):
-    check(run_cli("run", "--source", source, "--publish", f"tcp://127.0.0.1:{free_port()}"), *words)
+    check(run_cli("run", "--source", source, "--publish", f"tcp://127.0.0.1:{free_port()}", tag=TAG), *words)
     assert no_capture_left()
 
 
 def test_corrupt_and_truncated_files(tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video" * 1000)
-    check(run_cli("run", "--source", garbage, "--publish", f"tcp://127.0.0.1:{free_port()}"), "garbage.mp4")
+    check(run_cli("run", "--source", garbage, "--publish", f"tcp://127.0.0.1:{free_port()}", tag=TAG),
+          "garbage.mp4")
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(SAMPLE_CLIP.read_bytes()[:200_000])
-    check(run_cli("run", "--source", truncated, "--publish", f"tcp://127.0.0.1:{free_port()}"), "truncated.mp4")
+    check(run_cli("run", "--source", truncated, "--publish", f"tcp://127.0.0.1:{free_port()}", tag=TAG),
+          "truncated.mp4")
     assert no_capture_left()
 
 
