@@ -10,7 +10,8 @@ ground truth (tools/make_sweep.py format: frame,t_s,kind,plane,brain_plane,sourc
 - views present: views with at least one `stable` ground-truth frame of their plane (fine views:
   of their brain sub-plane, from `brain_plane`); views captured: those with a kept capture;
 - capture precision: share of kept captures (and of best frames) whose ground-truth frame shows
-  the view (a capture on a transition frame counts as wrong);
+  the view's plane (stable or frozen ground truth; a capture on a transition frame counts as
+  wrong; captures on frozen ground-truth frames are also counted apart);
 - time to capture: from the view's first stable ground-truth frame to its first capture (the
   moment it was made), in video seconds; fine brain views reported apart.
 """
@@ -35,8 +36,9 @@ BRAIN_SUBPLANES = {"Trans-thalamic": "Brain (Tt.)", "Trans-cerebellum": "Brain (
                    "Trans-ventricular": "Brain (Tv.)"}
 
 
-def truth_matches(view: dict, row: dict | None) -> bool:
-    if row is None or row["kind"] != "stable":
+def truth_matches(view: dict, row: dict | None, kinds=("stable", "frozen")) -> bool:
+    """Does the ground-truth frame show the view? (A frozen frame still shows its plane.)"""
+    if row is None or row["kind"] not in kinds:
         return False
     if FETAL_PLANES_DB_TO_COARSE.get(row["plane"], "") != view["plane"]:
         return False
@@ -50,7 +52,7 @@ def score_exam(exam: dict, rows: list[dict], t_offset: float) -> dict:
     gt = {int(r["frame"]): r for r in rows}
     views = {}
     for v in exam["views"]:
-        present = [float(r["t_s"]) for r in rows if truth_matches(v, r)]
+        present = [float(r["t_s"]) for r in rows if truth_matches(v, r, ("stable",))]
         caps = v.get("captures") or []
         right = [truth_matches(v, gt.get(c["frame"])) for c in caps]
         first_visible = min(present) if present else None
@@ -59,6 +61,7 @@ def score_exam(exam: dict, rows: list[dict], t_offset: float) -> dict:
             "fine": bool(v.get("labels")), "present": bool(present), "captured": bool(caps),
             "status": v["status"], "captures": len(caps), "captures_right": int(sum(right)),
             "best_right": bool(right[0]) if right else None,
+            "on_frozen_frames": sum((gt.get(c["frame"]) or {}).get("kind") == "frozen" for c in caps),
             "wrong_frames": [[c["frame"], (gt.get(c["frame"]) or {}).get("plane"),
                               (gt.get(c["frame"]) or {}).get("kind")] for c, ok in zip(caps, right) if not ok],
             "time_to_capture_s": (None if first_visible is None or first_capture is None
@@ -74,7 +77,8 @@ def pooled(views: list[dict]) -> dict:
     ttc = [v["time_to_capture_s"] for v in present if v["time_to_capture_s"] is not None]
     return {"views_present": len(present), "views_captured_of_present": sum(v["captured"] for v in present),
             "captures_not_present": sum(v["captures"] for v in views if not v["present"]),
-            "captures": caps, "capture_precision": (sum(v["captures_right"] for v in views) / caps) if caps else None,
+            "captures": caps, "on_frozen_frames": sum(v["on_frozen_frames"] for v in views),
+            "capture_precision": (sum(v["captures_right"] for v in views) / caps) if caps else None,
             "best_frame_precision": float(np.mean(best)) if best else None,
             "time_to_capture_median_s": float(np.median(ttc)) if ttc else None,
             "time_to_capture_max_s": float(np.max(ttc)) if ttc else None}

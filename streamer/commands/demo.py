@@ -1,4 +1,4 @@
-"""`sonoplane demo`: the bundled clip through the whole pipeline, an annotated video out."""
+"""`sonoplane demo`: the bundled clip through the whole pipeline with an exam: annotated video and exam report out."""
 from __future__ import annotations
 
 import sys
@@ -15,8 +15,10 @@ def main(args) -> int:
     from ..pipeline import Pipeline
     from .run import finish, pipeline_config
 
+    from ..exam.cli import attach_exam
     cfg = pipeline_config(args, str(args.source))
     pipeline = Pipeline(cfg, log=print)
+    attach_exam(pipeline, args, require_pair=False)
     # The overlay subscribes to the pipeline's real PUB socket, as a second screen would.
     from ..publish import Publisher
     stop = threading.Event()
@@ -37,15 +39,20 @@ def main(args) -> int:
         recorder.join(timeout=30)
     code = finish(summary, args.quiet)
     print(f"annotated video: {out.resolve()}")
+    if pipeline.exam_report is not None:
+        print(f"exam report: {pipeline.exam_report.resolve()}  (checklist: {pipeline.exam.root.resolve()}/exam.json)")
     return code
 
 
 def register(sub) -> None:
     from .run import add_pipeline_arguments
 
-    p = sub.add_parser("demo", help="the bundled sample clip through the whole pipeline; writes an annotated video")
+    p = sub.add_parser("demo", help="the bundled sample clip through the whole pipeline with an exam; writes an annotated video and an exam report")
     p.add_argument("--source", default=str(SAMPLE_CLIP), help=f"video (default: the bundled {SAMPLE_CLIP.name})")
     p.add_argument("--out", default="sonoplane_demo.mp4", help="annotated video to write")
     p.add_argument("--fps", type=float, default=30, help="overlay video frame rate")
     add_pipeline_arguments(p)
+    from ..exam.cli import add_exam_arguments
+    add_exam_arguments(p, default_dir="sonoplane_demo_exam", default_exam="fetal-planes-4",
+                       default_control="tcp://127.0.0.1:0")
     p.set_defaults(func=main, publish="tcp://127.0.0.1:0")

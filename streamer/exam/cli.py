@@ -7,13 +7,15 @@ from pathlib import Path
 from engines.errors import UserError
 
 
-def add_exam_arguments(p, default_dir: str | None = None) -> None:
+def add_exam_arguments(p, default_dir: str | None = None, default_exam: str | None = None,
+                       default_control: str | None = None) -> None:
     from .control import DEFAULT_CONTROL
     from .protocol import shipped_protocols
 
     g = p.add_argument_group("exam guidance (docs/exam.md)")
-    g.add_argument("--exam", metavar="NAME|PATH",
-                   help=f"run an exam protocol: {', '.join(shipped_protocols())}, or a .toml file")
+    g.add_argument("--exam", metavar="NAME|PATH", default=default_exam,
+                   help=f"run an exam protocol: {', '.join(shipped_protocols())}, or a .toml file"
+                        + (f" (default {default_exam}; 'none' for no exam)" if default_exam else ""))
     g.add_argument("--exam-dir", metavar="DIR", default=default_dir,
                    help="where exam.json, captures and report.html go" +
                         (f" (default {default_dir})" if default_dir else " (required with --exam)"))
@@ -23,14 +25,15 @@ def add_exam_arguments(p, default_dir: str | None = None) -> None:
                    help="seconds the view must be stably shown before a frame can be captured (default 0.30)")
     g.add_argument("--exam-confirm", type=float, metavar="S",
                    help="seconds the view must stay shown after a frame before it is kept (default 0.30)")
-    g.add_argument("--exam-control", metavar="ADDR", default=DEFAULT_CONTROL,
-                   help=f"operator control endpoint, ZeroMQ REP on loopback (default {DEFAULT_CONTROL}; 'none' to disable)")
+    control = default_control or DEFAULT_CONTROL
+    g.add_argument("--exam-control", metavar="ADDR", default=control,
+                   help=f"operator control endpoint, ZeroMQ REP on loopback (default {control}; 'none' to disable)")
 
 
-def attach_exam(pipeline, args) -> None:
+def attach_exam(pipeline, args, require_pair: bool = True) -> None:
     """Set pipeline.exam from --exam/--exam-dir (protocol checked against the loaded model)."""
-    if not getattr(args, "exam", None):
-        if getattr(args, "exam_dir", None) and not getattr(args, "_exam_dir_default", False):
+    if not args.exam or args.exam == "none":
+        if args.exam_dir and require_pair:
             raise UserError("--exam-dir needs --exam NAME|PATH")
         return
     if not args.exam_dir:

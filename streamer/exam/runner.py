@@ -63,11 +63,20 @@ class ExamRunner:
         self._publisher = publisher
 
     def _publish(self, publisher, force: bool = False) -> None:
-        """The exam topic on every change and once a second (late joiners get it whole)."""
+        """The exam topic on every change and once a second (late joiners get it whole).
+
+        What is published is the state already on disk (exam.json as the writer last wrote it), so
+        a viewer never asks for a capture image that is not written yet."""
         now = time.monotonic()
-        if force or self.session.version != self._published_version or now - self._published_at >= PUBLISH_EVERY_S:
-            self._published_version, self._published_at = self.session.version, now
-            publisher.exam(self.session.snapshot())
+        written, seq = self.writer.last_written, self.writer.written_seq
+        if written is None:
+            return
+        if force or seq != self._published_version or now - self._published_at >= PUBLISH_EVERY_S:
+            self._published_version, self._published_at = seq, now
+            state = dict(written)
+            if state.get("state") == "running":
+                state["updated"], state["duration_s"] = round(time.time(), 3), round(self.session._duration(), 3)
+            publisher.exam(state)
 
     def finish(self) -> Path | None:
         """End of the source: end the exam (report written), flush files, stop the endpoint."""

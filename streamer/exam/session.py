@@ -7,9 +7,10 @@ Capture rule (docs/exam.md): a frame is a candidate for a view only when
 - the result is current: not `uncertain`, `none`, `frozen` or `stale`, and the source is live;
 - the SMOOTHED plane/label shows the view, and has shown it for at least `min_run_s` (a stable run);
 - the RAW top-1 of this frame names the view too, with calibrated probability >= `min_probability`.
-The best-scoring candidate of a run is committed only once the view is still stably shown
-`confirm_s` after it (frames at the edge of a run, where sweeps between planes are misread, never
-win). A commit fills a free slot of the view's `keep`, replaces this run's own capture, or replaces
+A candidate is committed only once the view is still stably shown `confirm_s` after it, with the
+raw top-1 naming the view on at least `confirm_agree` of the frames in between (frames at the edge
+of a run, where sweeps between planes are misread, and the first frames of a scanner freeze, never
+win); a better frame found meanwhile waits as the challenger and gets its own window. A commit fills a free slot of the view's `keep`, replaces this run's own capture, or replaces
 the worst kept one, each only when its score is higher by `replace_margin` ("clearly better").
 """
 from __future__ import annotations
@@ -33,7 +34,10 @@ STATUSES = ("pending", "captured", "rejected", "manual")
 class CaptureConfig:
     min_probability: float = 0.80
     min_run_s: float = 0.30
-    confirm_s: float = 0.30
+    # Longer than the frozen detector's 0.4 s (streamer.image_state): a frame at the start of a scanner
+    # freeze looks live until then, and must not be kept; the freeze flag ends the run first.
+    confirm_s: float = 0.45
+    confirm_agree: float = 0.80    # share of the confirm window's frames whose raw top-1 names the view
     replace_margin: float = 0.03
 
 
@@ -68,6 +72,8 @@ class _Candidate:
     t_mono: float
     image: np.ndarray
     cam: np.ndarray | None
+    seen: int = 0                  # frames since the candidate (confirm window)...
+    agreed: int = 0                # ...whose raw top-1 named the view
 
 
 @dataclass
@@ -77,7 +83,8 @@ class ViewState:
     captures: list = field(default_factory=list)     # kept captures, best first
     run_start: float | None = None
     run_id: int = 0
-    candidate: _Candidate | None = None
+    candidate: _Candidate | None = None              # best frame so far, in its confirm window
+    challenger: _Candidate | None = None             # a better frame found during that window
     first_seen_s: float | None = None
     first_captured_s: float | None = None
     manual_grab: float | None = None                 # operator asked to keep the next frame (time asked)
@@ -172,7 +179,7 @@ class ExamSession:
                     changed |= self._grab_manual(vs, result, image, ts, sharp, steady)
                 shown = current and vs.view.matches(plane, label)
                 if not shown:
-                    vs.run_start, vs.candidate = None, None     # an uncommitted candidate dies with its run
+                    vs.run_start, vs.candidate, vs.challenger = None, None, None   # uncommitted candidates die with the run
                     continue
                 if vs.run_start is None:
                     vs.run_start, vs.run_id = t, vs.run_id + 1
@@ -183,15 +190,27 @@ class ExamSession:
                 if (vs.status != "manual" and t - vs.run_start >= cfg.min_run_s - 1e-9
                         and vs.view.matches(raw_plane, raw_label) and sharp is not None):
                     p = view_probability(vs.view, topk)
+                    best = vs.challenger or vs.candidate
                     if p >= cfg.min_probability:
                         q = Quality(p, sharp, steady)
-                        if vs.candidate is None or q.score > vs.candidate.capture.score:
+                        if best is None or q.score > best.capture.score:
                             cap = Capture(int(result["frame"]), ts, q, float(result.get("confidence") or 0.0),
                                           label, vs.run_id, crop=result.get("crop"))
-                            vs.candidate = _Candidate(cap, t, image.copy(), cam_array(result.get("cam")))
-                if vs.candidate is not None and t - vs.candidate.t_mono >= cfg.confirm_s - 1e-9:
-                    changed |= self._commit(vs, vs.candidate, ts)
-                    vs.candidate = None
+                            new = _Candidate(cap, t, image.copy(), cam_array(result.get("cam")))
+                            # The frame in confirmation keeps its window; a better one waits as challenger.
+                            if vs.candidate is None:
+                                vs.candidate = new
+                            else:
+                                vs.challenger = new
+                for cand in (vs.candidate, vs.challenger):
+                    if cand is not None and t > cand.t_mono:
+                        cand.seen += 1
+                        cand.agreed += vs.view.matches(raw_plane, raw_label)
+                cand = vs.candidate
+                if cand is not None and t - cand.t_mono >= cfg.confirm_s - 1e-9:
+                    if cand.agreed >= cfg.confirm_agree * cand.seen:
+                        changed |= self._commit(vs, cand, ts)
+                    vs.candidate, vs.challenger = vs.challenger, None
             if changed:
                 self._changed()
 
@@ -272,7 +291,7 @@ class ExamSession:
             if not 0 <= capture < len(vs.captures):
                 raise ControlError(f"view {view_id!r} has no capture {capture} ({len(vs.captures)} kept)")
             self._delete_files(vs.captures.pop(capture))
-            vs.candidate = None
+            vs.candidate = vs.challenger = None
             if vs.status == "manual" or not vs.captures:
                 vs.status = "captured" if vs.captures else "rejected"
             self._changed()
@@ -282,7 +301,7 @@ class ExamSession:
             self._require_running()
             vs = self._view(view_id)
             vs.status = "manual"
-            vs.candidate = None
+            vs.candidate = vs.challenger = None
             vs.manual_grab = self.clock()
             self._changed()
 
@@ -296,15 +315,15 @@ class ExamSession:
             if self.ended is not None:
                 raise ControlError("the exam has already ended")
             for vs in self.views:
-                vs.candidate = None
+                vs.candidate = vs.challenger = None
             self.ended = self.wall_clock()
             self.duration_s = self._duration()
             if write_report:
                 self.report = "report.html"
+                if self.writer is not None:   # the report first, then the exam.json that names it
+                    from .report import write_report as build
+                    self.writer.call(build, self.root, self.snapshot())
             self._changed()
-            if write_report and self.writer is not None:
-                from .report import write_report as build
-                self.writer.call(build, self.root)
             return self.report
 
     def new(self) -> None:

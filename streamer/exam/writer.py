@@ -45,6 +45,8 @@ class ExamWriter:
         self.log = log
         self.jobs: queue.Queue = queue.Queue()
         self.errors = 0
+        self.last_written: dict | None = None   # the exam state now on disk (its images included)
+        self.written_seq = 0
         self.thread = threading.Thread(target=self._loop, name="exam-writer", daemon=True)
         self.thread.start()
 
@@ -81,7 +83,10 @@ class ExamWriter:
         self.jobs.put(job)
 
     def exam_json(self, snapshot: dict) -> None:
-        self.jobs.put(lambda: write_json_atomic(self.root / "exam.json", snapshot))
+        def job():
+            write_json_atomic(self.root / "exam.json", snapshot)
+            self.last_written, self.written_seq = snapshot, self.written_seq + 1
+        self.jobs.put(job)
 
     def call(self, fn, *args) -> None:
         self.jobs.put(lambda: fn(*args))

@@ -149,7 +149,9 @@ def _thumb(path: str, size: tuple[int, int]) -> np.ndarray | None:
     key = (path, size)
     if key not in _THUMBS:
         img = cv2.imread(path, cv2.IMREAD_COLOR)
-        _THUMBS[key] = None if img is None else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        if img is None:
+            return None              # not there (yet): try again next frame
+        _THUMBS[key] = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
         if len(_THUMBS) > 256:
             _THUMBS.pop(next(iter(_THUMBS)))
     return _THUMBS[key]
