@@ -5,6 +5,8 @@ mean of a 2x2 block, SIMD): ~0.3 ms for a 1080p crop on this CPU, while INTER_AR
 factor (1920 -> 640, 1400 -> 160) costs several ms. So large images are halved first and only
 the last, small step uses an arbitrary factor.
 
+Odd sizes are the trap: a 1401x901 crop halves ~25x slower than a 1400x900 one.
+
 The runtime computes one halved copy of the crop per frame and hands it to every consumer that
 needs fewer pixels than the frame has (blank/frozen detection, the model's preprocessing, the
 frames topic), instead of each resizing the full-size crop again.
@@ -16,7 +18,10 @@ import numpy as np
 
 
 def halve(image: np.ndarray) -> np.ndarray:
-    """Half width and height (odd last row/column dropped), each pixel the mean of a 2x2 block."""
+    """Half width and height (rounded down). Even sizes: each pixel the mean of a 2x2 block, on
+    OpenCV's fast path. Odd sizes take INTER_AREA's general path (fractional weights), ~25x slower
+    at 1080p: the runtime keeps crop sizes a multiple of 4 (streamer/croptrack.py) to stay off it.
+    Kept exactly so because engines.preprocess (and the training caches) halve this way."""
     h, w = image.shape[:2]
     return cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
 

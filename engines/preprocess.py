@@ -38,13 +38,24 @@ class Preprocessor:
         else:
             raise ValueError(f"model {info.model_id}: unknown normalisation '{self.kind}'")
 
-    def resize(self, roi: np.ndarray) -> np.ndarray:
+    def halvings(self, width: int, height: int) -> int:
+        """How many 2x area halvings resize() applies to a width x height ROI before its last step.
+        A caller may apply some of them itself (one shared halved copy per frame) and pass the
+        halved image: the result is identical."""
         tw, th = self.size
-        while roi.shape[1] >= 4 * tw and roi.shape[0] >= 4 * th:
+        n = 0
+        while width >= 4 * tw and height >= 4 * th:
+            width, height, n = width // 2, height // 2, n + 1
+        return n
+
+    def resize(self, roi: np.ndarray) -> np.ndarray:
+        for _ in range(self.halvings(roi.shape[1], roi.shape[0])):
             roi = cv2.resize(roi, (roi.shape[1] // 2, roi.shape[0] // 2), interpolation=cv2.INTER_AREA)
         return cv2.resize(roi, self.size, interpolation=self.interpolation)
 
-    def __call__(self, roi: np.ndarray) -> np.ndarray:
+    def __call__(self, roi: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(1, C, H, W) float32. out: a preallocated (1, C, H, W) float32 array to fill and return
+        (the live loop reuses one input tensor instead of allocating one per frame)."""
         if roi.ndim != 3 and roi.ndim != 2 or roi.size == 0:
             raise ValueError(f"expected an HxW or HxWxC image, got shape {roi.shape}")
         small = self.resize(roi)
@@ -57,7 +68,17 @@ class Preprocessor:
             x = cv2.cvtColor(small[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float32).transpose(2, 0, 1)
         if self.kind == "per_image_standardise":
             std = float(x.std())
-            x = (x - float(x.mean())) * (self.scale / std if std > 1e-6 else 0.0)
+            mean, gain = float(x.mean()), (self.scale / std if std > 1e-6 else 0.0)
+            if out is not None:
+                np.subtract(x, mean, out=out[0])
+                np.multiply(out, gain, out=out)
+                return out
+            x = (x - mean) * gain
         else:
+            if out is not None:
+                np.multiply(x, 1.0 / 255.0, out=out[0])
+                np.subtract(out[0], self.mean, out=out[0])
+                np.multiply(out[0], self.inv_std, out=out[0])
+                return out
             x = (x * (1.0 / 255.0) - self.mean) * self.inv_std
         return np.ascontiguousarray(x[None], dtype=np.float32)

@@ -7,6 +7,8 @@ a new frame size starts over at once) but hands the periodic re-detection to a w
 the hot path only halves the frame into a fresh copy (the worker owns it; the caller may reuse
 its frame buffer) and takes the verdict on a later frame. Detection runs on that halved copy
 (detect_ultrasound_region works on a 320-pixel-wide image anyway) and the region is scaled back.
+Detected regions are cut to a width and height that are multiples of 4 (snap_size): halving an
+odd-sized crop takes OpenCV's slow path (~16 ms instead of ~0.6 ms for a 1080p crop here).
 """
 from __future__ import annotations
 
@@ -25,13 +27,27 @@ def detect_on_downscaled(frame: np.ndarray) -> CropRect | None:
     return _detect_scaled(small, w, h)
 
 
+SIZE_MULTIPLE = 4
+
+
+def snap_size(rect: CropRect, multiple: int = SIZE_MULTIPLE) -> CropRect:
+    """Width and height cut down to a multiple of `multiple` (at most 3 px off the right/bottom):
+    the crop's area halvings then stay on OpenCV's fast integer path (engines/downscale.py)."""
+    w = max(multiple, rect.width - rect.width % multiple)
+    h = max(multiple, rect.height - rect.height % multiple)
+    return CropRect(rect.x0, rect.y0, rect.x0 + w, rect.y0 + h) if rect.width >= multiple and \
+        rect.height >= multiple else rect
+
+
 def _detect_scaled(small: np.ndarray, w: int, h: int) -> CropRect | None:
     found = detect_ultrasound_region(small)
-    if found is None or small.shape[1] == w:
-        return found
-    sx, sy = w / small.shape[1], h / small.shape[0]
-    return CropRect(max(0, int(np.floor(found.x0 * sx))), max(0, int(np.floor(found.y0 * sy))),
-                    min(w, int(np.ceil(found.x1 * sx))), min(h, int(np.ceil(found.y1 * sy))))
+    if found is None:
+        return None
+    if small.shape[1] != w:
+        sx, sy = w / small.shape[1], h / small.shape[0]
+        found = CropRect(max(0, int(np.floor(found.x0 * sx))), max(0, int(np.floor(found.y0 * sy))),
+                         min(w, int(np.ceil(found.x1 * sx))), min(h, int(np.ceil(found.y1 * sy))))
+    return snap_size(found)
 
 
 class BackgroundCropTracker(CropTracker):

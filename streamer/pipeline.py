@@ -17,7 +17,8 @@ from engines.planes import NO_IMAGE, UNCERTAIN
 from engines.zoo import DEFAULT_ANOMALY_MODEL
 
 from .capture import CaptureOptions, CaptureProcess
-from engines.crop import CropTracker
+from engines.downscale import halve_times
+from .croptrack import BackgroundCropTracker
 from engines.errors import SourceError, UserError
 from .exam.heatmap import small_cam
 from .image_state import ImageStateDetector
@@ -42,6 +43,7 @@ class PipelineConfig:
     record: str | None = None
     crop: str | None = None                  # None: the model's preset, else auto
     send_frames: bool = True
+    frames_fps: float | None = 30.0          # frames topic rate limit (None/0: every frame)
     max_frames: int | None = None
     pix_fmt: str | None = None
     size: str | None = None
@@ -139,7 +141,10 @@ class Pipeline:
             raise UserError(f"{info.path}: not a plane model (task {info.task!r})")
         anomaly = _resolve_anomaly(cfg)
         self.anomaly = AnomalyStage(anomaly, cfg.backend, cfg.threads) if anomaly else None
-        self.crop = CropTracker(cfg.crop or info.crop_preset or "auto")
+        # Periodic crop re-detection runs on a worker thread, off the per-frame path.
+        self.crop = BackgroundCropTracker(cfg.crop or info.crop_preset or "auto")
+        # One input tensor, filled in place each frame.
+        self._input = np.empty((1, info.channels, info.height, info.width), np.float32)
         self.image_state = ImageStateDetector()
         self.smoother = LabelSmoother(info.labels, info.coarse_map, cfg.smoothing)
         from .sources import classify_spec
@@ -154,7 +159,8 @@ class Pipeline:
         cfg = self.cfg
         summary = RunSummary(source=cfg.source, model=f"{self.classifier.info.model_id} ({cfg.backend})")
         if self.publisher is None:
-            self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record)
+            self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record,
+                                       frames_fps=cfg.frames_fps, frames_worker=True)
         if self.exam is not None:
             self.exam.attach(self.publisher)   # sees exactly the results and images that go out
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
@@ -188,6 +194,7 @@ class Pipeline:
                 self.exam_report = self.exam.finish()
                 self.exam.publish_final()
             self.publisher.close()
+            self.crop.close()
         return summary
 
     def _status(self, cap: CaptureProcess, state: str, message: str, summary: RunSummary) -> None:
@@ -206,10 +213,14 @@ class Pipeline:
         t_media = smoothing_clock(self.source_is_file, frame.pts_s, t_cap)
         rect = self.crop.update(frame.image)
         roi = rect.apply(frame.image)
-        img_state = self.image_state.update(roi, t_media)
+        # The model's own area halvings, done once: blank/frozen detection and preprocessing both
+        # start from this copy (identical model input: engines/preprocess.py halvings()).
+        pre = self.classifier.preprocess
+        half = halve_times(roi, pre.halvings(roi.shape[1], roi.shape[0]))
+        img_state = self.image_state.update(half, t_media)
         pred = cam = None
         if not img_state.blank:            # no ultrasound image: nothing to classify
-            x = self.classifier.preprocess(roi)
+            x = pre(half, out=self._input)
             t_pre = time.monotonic()
             out = self.classifier.backend.infer(x)
             cam = out.cam[0] if out.cam is not None else None

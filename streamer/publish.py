@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import cv2
 import numpy as np
 import zmq
 
+from engines.downscale import downscale_to_width
+
 from . import schema
+from .frames_topic import FramesWorker
 from engines.errors import UserError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
@@ -16,7 +20,8 @@ FRAME_MAX_WIDTH = 640
 
 class Publisher:
     def __init__(self, address: str = DEFAULT_ADDRESS, stream: str = "0", send_frames: bool = True,
-                 record_path: str | None = None):
+                 record_path: str | None = None, frames_fps: float | None = None,
+                 frames_worker: bool = False):
         self.stream = stream
         self.send_frames = send_frames
         self.ctx = zmq.Context.instance()
@@ -34,39 +39,57 @@ class Publisher:
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.record = open(record_path, "w") if record_path else None
         self.sent = 0
+        # ZeroMQ sockets are not thread-safe: the frames worker sends under this lock too.
+        self.send_lock = threading.Lock()
+        self.frames = FramesWorker(self._send_frame, frames_fps) if send_frames and frames_worker else None
+
+    def _send(self, message) -> None:
+        with self.send_lock:
+            self.sock.send(message, copy=False)
 
     def result(self, payload: dict) -> None:
-        self.sock.send(schema.encode(schema.RESULT, self.stream, payload), copy=False)
+        self._send(schema.encode(schema.RESULT, self.stream, payload))
         self.sent += 1
         if self.record is not None:
             self.record.write(json.dumps({"v": schema.SCHEMA_VERSION, "kind": schema.RESULT,
                                           "stream": self.stream, **payload}, default=_jsonable) + "\n")
 
     def frame(self, image: np.ndarray, frame_index: int, t_capture_mono: float, crop: list[int]) -> None:
+        """With the frames worker (sonoplane run), hands `image` over by reference: the caller
+        must not modify it afterwards."""
         if not self.send_frames:
             return
+        if self.frames is not None:
+            self.frames.submit(image, frame_index, t_capture_mono, crop)
+        else:
+            self._send_frame(image, frame_index, t_capture_mono, crop)
+
+    def _send_frame(self, image: np.ndarray, frame_index: int, t_capture_mono: float, crop: list[int]) -> None:
         h, w = image.shape[:2]
-        scale = min(1.0, FRAME_MAX_WIDTH / w)
-        small = cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) \
-            if scale < 1.0 else image
+        # Halvings, then one linear step of less than 2x: a direct INTER_AREA from a 1080p crop
+        # to 640 wide costs several ms (engines/downscale.py).
+        small = downscale_to_width(image, FRAME_MAX_WIDTH, cv2.INTER_LINEAR)
+        scale = small.shape[1] / w
         ok, jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if not ok:
             return
-        self.sock.send(schema.encode(schema.FRAME, self.stream, {
+        self._send(schema.encode(schema.FRAME, self.stream, {
             "frame": frame_index, "t_capture_mono": t_capture_mono, "jpeg": jpeg.tobytes(),
-            "width": small.shape[1], "height": small.shape[0], "scale": scale, "crop": crop}), copy=False)
+            "width": small.shape[1], "height": small.shape[0], "scale": scale, "crop": crop}))
 
     def status(self, payload: dict) -> None:
-        self.sock.send(schema.encode(schema.STATUS, self.stream, payload), copy=False)
+        self._send(schema.encode(schema.STATUS, self.stream, payload))
         if self.record is not None:
             self.record.write(json.dumps({"v": schema.SCHEMA_VERSION, "kind": schema.STATUS,
                                           "stream": self.stream, **payload}, default=_jsonable) + "\n")
 
     def exam(self, payload: dict) -> None:
         """Exam state (streamer/exam): the same document as DIR/exam.json."""
-        self.sock.send(schema.encode(schema.EXAM, self.stream, payload), copy=False)
+        self._send(schema.encode(schema.EXAM, self.stream, payload))
 
     def close(self) -> None:
+        if self.frames is not None:
+            self.frames.close()
         if self.record is not None:
             self.record.close()
             self.record = None

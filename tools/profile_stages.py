@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.commands.run import add_pipeline_arguments, pipeline_config  # noqa: E402
+import streamer.pipeline as pipeline_module  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
-from streamer.publish import Publisher  # noqa: E402
 
 # (span name, attribute path on the Pipeline, method name). Missing parts are skipped.
 SPANS = [
@@ -38,6 +38,7 @@ SPANS = [
     ("smooth", "smoother", "update"),
     ("result msg", "publisher", "result"),
     ("frames topic", "publisher", "frame"),
+    ("frames worker", "publisher.frames", "send"),   # resize + JPEG + send on its own thread
 ]
 
 
@@ -49,31 +50,51 @@ def _resolve(obj, path: str):
     return obj
 
 
-def _wrap(owner, name: str, wall: list, cpu: list | None = None):
-    inner = getattr(owner, name)
+class _Timed:
+    """Calls through to `inner` and records wall and thread-CPU ms; other attributes pass through."""
 
-    def timed(*a, **k):
+    def __init__(self, inner, wall: list, cpu: list):
+        self._inner, self._wall, self._cpu = inner, wall, cpu
+
+    def __call__(self, *a, **k):
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            return inner(*a, **k)
+            return self._inner(*a, **k)
         finally:
-            wall.append((time.perf_counter() - t0) * 1e3)
-            if cpu is not None:
-                cpu.append((time.thread_time() - c0) * 1e3)
-    setattr(owner, name, timed)
+            self._wall.append((time.perf_counter() - t0) * 1e3)
+            self._cpu.append((time.thread_time() - c0) * 1e3)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _wrap(owner, name: str, wall: list, cpu: list) -> None:
+    setattr(owner, name, _Timed(getattr(owner, name), wall, cpu))
 
 
 def profile(pipeline: Pipeline) -> tuple[dict, object]:
-    cfg = pipeline.cfg
-    if pipeline.publisher is None:
-        pipeline.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record)
     spans: dict[str, list] = {}
     cpu: dict[str, list] = {}
+
     for span, path, method in SPANS:
-        owner = _resolve(pipeline, path)
-        if owner is not None and callable(getattr(owner, method, None)):
-            spans[span], cpu[span] = [], []
-            _wrap(owner, method, spans[span], cpu[span])
+        if not path.startswith("publisher"):
+            owner = _resolve(pipeline, path)
+            if owner is not None and callable(getattr(owner, method, None)):
+                spans[span], cpu[span] = [], []
+                _wrap(owner, method, spans[span], cpu[span])
+    # The pipeline makes its Publisher in run(): wrap it as it is made.
+    make_publisher = pipeline_module.Publisher
+
+    def publisher_factory(*a, **k):
+        pub = make_publisher(*a, **k)
+        for span, path, method in SPANS:
+            owner = _resolve(pub, path[len("publisher."):]) if path.startswith("publisher.") else \
+                pub if path == "publisher" else None
+            if owner is not None and callable(getattr(owner, method, None)):
+                spans[span], cpu[span] = [], []
+                _wrap(owner, method, spans[span], cpu[span])
+        return pub
+    pipeline_module.Publisher = publisher_factory
     spans["loop body"], cpu["loop body"] = [], []
     _wrap(pipeline, "_process", spans["loop body"], cpu["loop body"])
     summary = pipeline.run()

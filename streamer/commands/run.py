@@ -20,6 +20,9 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--stream-id", default="0", help="stream id in topics and messages")
     p.add_argument("--record", metavar="FILE.jsonl", help="write every published result as one JSON line")
     p.add_argument("--no-frames", action="store_true", help="do not publish the frames topic")
+    p.add_argument("--frames-fps", type=float, default=30.0,
+                   help="frames topic: at most this many JPEGs per second, encoded off the hot path "
+                        "(default 30; 0: every frame)")
     p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
     p.add_argument("--pix-fmt", help="V4L2 input pixel format, e.g. mjpeg, yuyv422")
     p.add_argument("--size", help="V4L2/camera capture size, e.g. 1920x1080")
@@ -40,12 +43,15 @@ def pipeline_config(args, source: str):
         path = Path(source[7:] if source.startswith("file://") else source)
         if not path.is_file():
             raise UserError(f"video file not found: {path}")
+    if args.frames_fps < 0:
+        raise UserError("--frames-fps must be 0 (every frame) or more")
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
     return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
-                          send_frames=not args.no_frames, max_frames=args.max_frames,
+                          send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
+                          max_frames=args.max_frames,
                           pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect,
                           redact=args.redact == "on")
 

@@ -1,0 +1,165 @@
+"""The hot-path pieces of issue 11: area halvings, shared halvings in preprocessing, the
+preallocated input tensor, crop re-detection off the hot path, the frames-topic worker."""
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from engines.crop import CropRect, CropTracker
+from engines.downscale import downscale_to_width, halve, halve_times, halvings_to
+from engines.metadata import ModelInfo
+from engines.preprocess import Preprocessor
+from streamer import schema
+from streamer.croptrack import BackgroundCropTracker, detect_on_downscaled, snap_size
+from streamer.frames_topic import FramesWorker
+from streamer.publish import Publisher
+
+from .conftest import run_cli
+from .test_crop import scanner_screen
+
+
+def test_halve_is_the_mean_of_2x2_blocks():
+    img = np.array([[0, 4, 8, 8], [4, 8, 8, 8]], np.uint8)
+    assert halve(img).tolist() == [[4, 8]]
+    assert halve(np.zeros((5, 7, 3), np.uint8)).shape == (2, 3, 3)     # sizes rounded down
+
+
+def test_detected_crops_have_sizes_that_halve_on_the_fast_path():
+    assert snap_size(CropRect(10, 20, 1411, 921)) == CropRect(10, 20, 1410, 920)
+    assert snap_size(CropRect(0, 0, 2, 2)) == CropRect(0, 0, 2, 2)
+    rect = detect_on_downscaled(scanner_screen(1920, 1080, region=(301, 181, 1503, 1037)))
+    assert rect.width % 4 == 0 and rect.height % 4 == 0
+
+
+def test_halvings_to_keeps_at_least_the_minimum():
+    assert halvings_to(1920, 1080, 640) == 1
+    assert halvings_to(3840, 2160, 640) == 2
+    assert halvings_to(639, 480, 640) == 0
+    assert halvings_to(1400, 900, 320, 240) == 1     # 700x450; 350x225 would be too short
+    assert halve_times(np.zeros((8, 8), np.uint8), 0).shape == (8, 8)
+
+
+def test_downscale_to_width_exact_width_and_never_upscales():
+    img = np.random.default_rng(0).integers(0, 255, (900, 1400, 3), np.uint8)
+    small = downscale_to_width(img, 640)
+    assert small.shape == (411, 640, 3)
+    assert downscale_to_width(img[:300, :500], 640) is not None
+    assert downscale_to_width(img[:300, :500], 640).shape == (300, 500, 3)
+    # Close to a direct INTER_AREA resize (a display copy, not a model input).
+    ref = cv2.resize(img.astype(np.float32), (640, 411), interpolation=cv2.INTER_AREA)
+    flat = cv2.GaussianBlur(img, (0, 0), 6)
+    assert np.abs(downscale_to_width(flat, 640).astype(np.float32) -
+                  cv2.resize(flat, (640, 411), interpolation=cv2.INTER_AREA)).mean() < 1.0
+    assert ref.shape[:2] == small.shape[:2]
+
+
+def _info(channels=1, norm=None, size=(192, 144)):
+    return ModelInfo(path=Path("x.onnx"), model_id="t", task="plane", labels=("a", "b"), coarse_map={},
+                     input_name="image", height=size[1], width=size[0], channels=channels,
+                     normalisation=norm or {"kind": "per_image_standardise", "scale": 1.0})
+
+
+@pytest.mark.parametrize("channels,norm", [
+    (1, {"kind": "per_image_standardise", "scale": 255.0}),
+    (3, {"kind": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}),
+])
+def test_preprocess_from_a_shared_halved_copy_into_a_preallocated_tensor_is_identical(channels, norm):
+    pre = Preprocessor(_info(channels, norm))
+    roi = np.random.default_rng(1).integers(0, 255, (900, 1400, 3), np.uint8)
+    ref = pre(roi)
+    n = pre.halvings(1400, 900)
+    assert n == 1                                   # 1400 -> 700 (< 4 x 192), then the last resize
+    out = np.full((1, channels, 144, 192), np.nan, np.float32)
+    got = pre(halve_times(roi, n), out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_background_tracker_finds_the_same_region_as_the_inline_tracker():
+    frame = scanner_screen(1920, 1080, region=(300, 180, 1500, 1035))
+    inline = CropTracker("auto").update(frame)
+    bg = BackgroundCropTracker("auto")
+    try:
+        got = bg.update(frame)
+        assert got.iou(inline) > 0.95
+        assert got.iou(detect_on_downscaled(frame)) == 1.0
+    finally:
+        bg.close()
+
+
+def test_background_tracker_accepts_a_moved_region_after_two_sightings_off_the_hot_path():
+    bg = BackgroundCropTracker("auto", redetect_every=1, accept_after=2)
+    try:
+        r1 = bg.update(scanner_screen(region=(200, 120, 1000, 690)))
+        moved = scanner_screen(region=(300, 150, 900, 690))
+        seen = []
+        for _ in range(6):                 # each update hands a re-detection to the worker
+            seen.append(bg.update(moved))
+            bg.wait()
+        assert seen[0] == r1 and seen[1] == r1      # first verdict arrives a frame later, then hysteresis
+        assert seen[-1] != r1 and seen[-1].iou(CropRect(300, 150, 900, 690)) > 0.7
+        # a new frame size is handled at once, on the calling thread
+        small = cv2.resize(scanner_screen(), (640, 360))
+        r3 = bg.update(small)
+        assert r3.x1 <= 640 and r3.y1 <= 360
+    finally:
+        bg.close()
+
+
+def test_background_tracker_presets_and_none_need_no_detection():
+    bg = BackgroundCropTracker("none")
+    frame = scanner_screen()
+    assert bg.update(frame) == CropRect.full(frame)
+    bg.close()
+    bg = BackgroundCropTracker("sononet_975x735")
+    assert bg.update(np.zeros((735, 975, 3), np.uint8)) == CropRect(81, 115, 874, 734)
+    bg.close()
+
+
+def test_frames_worker_throttles_by_capture_time_and_sends_the_newest():
+    sent, gate, busy = [], threading.Event(), threading.Event()
+
+    def send(image, index, t, crop):
+        busy.set()
+        gate.wait(5)
+        sent.append(index)
+
+    w = FramesWorker(send, fps=30)
+    accepted = [w.submit(None, 0, 0.0, None)]
+    assert busy.wait(5)                                                # the worker is sending frame 0
+    accepted += [w.submit(None, i, i / 60, None) for i in range(1, 8)]  # a 60 fps source
+    assert accepted == [True, False] * 4                               # every other frame
+    gate.set()
+    w.close()
+    # frame 0 went to the worker at once; 2 waited and was replaced by 4, then by 6
+    assert sent[0] == 0 and sent[-1] == 6 and w.replaced >= 1 and w.throttled == 4
+
+
+def test_publisher_frames_worker_sends_jpegs_to_a_subscriber():
+    pub = Publisher("tcp://127.0.0.1:*", "s1", send_frames=True, frames_fps=None, frames_worker=True)
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 3000)
+    sub.connect(pub.address)
+    time.sleep(0.3)                                    # slow joiner
+    img = np.random.default_rng(2).integers(0, 255, (900, 1400, 3), np.uint8)
+    try:
+        pub.frame(img, 7, 1.0, [0, 0, 1400, 900])
+        _, frame = schema.decode(sub.recv())
+        assert frame["kind"] == schema.FRAME
+        jpeg = cv2.imdecode(np.frombuffer(frame["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg.shape == (411, 640, 3) and frame["width"] == 640 and frame["frame"] == 7
+        assert abs(frame["scale"] - 640 / 1400) < 1e-6
+    finally:
+        pub.close()
+        sub.close(0)
+
+
+def test_run_rejects_negative_frames_fps():
+    r = run_cli("run", "--source", "streamer/assets/sample_scan.mp4", "--frames-fps", "-1")
+    assert r.returncode != 0 and "--frames-fps" in r.stderr and "Traceback" not in r.stderr
