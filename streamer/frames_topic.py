@@ -17,6 +17,9 @@ from typing import Callable
 class FramesWorker:
     def __init__(self, send: Callable[..., None], fps: float | None = 30.0):
         self.send = send
+        # Applied to the image on the worker before sending (the pipeline's redaction of burned-in
+        # text: tens of ms on a 1080p crop, so it belongs here, not on the per-frame path).
+        self.prepare: Callable | None = None
         self.min_interval_s = 1.0 / fps if fps and fps > 0 else 0.0
         self._cond = threading.Condition()
         self._pending: tuple | None = None
@@ -52,6 +55,8 @@ class FramesWorker:
                     return
                 job, self._pending = self._pending, None
             try:
+                if self.prepare is not None:
+                    job = (self.prepare(job[0]), *job[1:])
                 self.send(*job)
                 self.sent += 1
             except Exception:          # a bad frame must not kill the topic; counted

@@ -161,6 +161,8 @@ class Pipeline:
         if self.publisher is None:
             self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record,
                                        frames_fps=cfg.frames_fps, frames_worker=True)
+        if self.publisher.frames is not None and self.exam is None:
+            self.publisher.frames.prepare = self.outgoing_image     # redaction on the frames worker
         if self.exam is not None:
             self.exam.attach(self.publisher)   # sees exactly the results and images that go out
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
@@ -263,7 +265,10 @@ class Pipeline:
             "t_media": t_media,
         }
         self.publisher.result(payload)
-        if self.publisher.send_frames or self.exam is not None:   # redact only what is sent or saved
+        if self.exam is None and self.publisher.frames is not None:
+            # Redaction, resize and JPEG on the frames worker (publisher.frames.prepare), off this path.
+            self.publisher.frame(roi, frame.index, t_cap, rect.as_list())
+        elif self.publisher.send_frames or self.exam is not None:   # redact only what is sent or saved
             self.publisher.frame(self.outgoing_image(roi, frame.index), frame.index, t_cap, rect.as_list())
         summary.latency_ms.append((t_pub - t_cap) * 1e3)
         if state.changed or not summary.timeline:
