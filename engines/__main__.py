@@ -4,6 +4,7 @@
     python -m engines evaluate  --model runs/lite0 | PATH.onnx --out docs/models/NAME/
     python -m engines export    --run runs/lite0 --out engines/zoo/planes_lite0.onnx
     python -m engines bench     (ORT CPU latency of the shipped models: tools/bench_models.py)
+    python -m engines open-set  --model engines/zoo/planes_lite0.onnx   (fit open-set rejection into it)
 
 Each command lives in a module with `register(subparsers)` that adds its parser and sets `func`
 (as streamer/cli.py does). To add a command, add one entry to COMMANDS: "module" (uses its
@@ -20,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "engines.evaluate",
     "engines.train:register_export",
     "engines.train:register_bench",
+    "engines.open_set",           # open-set rejection fit (writes into the ONNX file)
     "engines.anomaly",            # the anomaly engineer's command (skipped while not present)
 )
 

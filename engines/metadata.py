@@ -15,7 +15,9 @@ Fields (version 1):
                      or {"kind": "mean_std", "mean": [...], "std": [...]}  (x in 0..1 first)
     resize           cv2 interpolation name, "area" or "linear"
     crop_preset      name in engines.crop.PRESETS or null (then the runtime auto-detects)
-    outputs          {"logits": name, "cam": name or null}; logits are pre-softmax
+    outputs          {"logits": name, "cam": name or null, optional "embedding", "open_set"}; logits are
+                     pre-softmax; open_set is the (N,) distance of engines/open_set.py
+    open_set         optional: {"kind": "mahalanobis_tied", "threshold", "release", ...provenance}
     temperature      confidence calibration, probs = softmax(logits / T); 1.0 if uncalibrated
     uncertain_band   anomaly only: [lo, hi] on p(abnormal) inside which the answer is "uncertain"
     training, metrics, license, source   free-form provenance, shown by `sonoplane models`
@@ -61,6 +63,16 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def open_set_output(self) -> str | None:
+        """Name of the open-set distance output, when the model was fitted (engines/open_set.py)."""
+        return (self.extra.get("outputs") or {}).get("open_set") if self.open_set else None
+
+    @property
+    def open_set(self) -> dict | None:
+        cfg = self.extra.get("open_set")
+        return cfg if isinstance(cfg, dict) and "threshold" in cfg else None
+
+    @property
     def short_hash(self) -> str:
         return self.sha256[:12]
 
@@ -102,7 +114,7 @@ def info_from_dict(meta: dict[str, Any], path: Path, sha256: str = "") -> ModelI
             temperature=float(meta.get("temperature", 1.0)),
             uncertain_band=tuple(band) if band else None,
             sha256=sha256,
-            extra={k: v for k, v in meta.items() if k not in known},
+            extra={k: v for k, v in meta.items() if k not in known or k == "outputs"},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: sonoplane metadata is incomplete ({exc!r})") from exc

@@ -30,6 +30,7 @@ class Prediction:
     coarse_map: dict[str, str]
     cam: np.ndarray | None = None     # (C, h, w) class activation maps, when the model has them
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    open_set: float | None = None     # open-set distance (engines/open_set.py), when the model has it
 
     @property
     def label(self) -> str:
@@ -84,6 +85,7 @@ class PlaneClassifier:
         probs = softmax_with_temperature(out.logits[0], self.info.temperature)
         return Prediction(probs=probs, labels=self.info.labels, coarse_map=self.info.coarse_map,
                           cam=None if out.cam is None else out.cam[0],
+                          open_set=None if out.open_set is None else float(out.open_set[0]),
                           timings={"preprocess": t1 - t0, "infer": t2 - t1})
 
     def classify_frame(self, frame_bgr: np.ndarray, crop: str | None = None) -> tuple[Prediction, CropRect]:

@@ -25,7 +25,7 @@ from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
 from engines.preprocess import Preprocessor
 from .publish import DEFAULT_ADDRESS, Publisher
-from .smoothing import LabelSmoother, SmoothingConfig, smoothing_clock
+from .smoothing import LabelSmoother, OpenSetGate, SmoothingConfig, smoothing_clock
 
 STATUS_EVERY_S = 1.0
 
@@ -51,6 +51,7 @@ class PipelineConfig:
     open_timeout_s: float = 5.0
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     redact: bool = True                      # blank burned-in text in every image that leaves the process
+    open_set: bool = True                    # reject non-standard views when the model has open-set
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Pipeline:
         self.smoother = LabelSmoother(info.labels, info.coarse_map, cfg.smoothing)
         from .sources import classify_spec
         self.source_is_file = classify_spec(cfg.source) == "file"   # media clock (pts) for files
+        self.open_set = open_set_gate(info, self.classifier.backend) if cfg.open_set else None
         self.model_meta = {"id": info.model_id, "sha256": info.short_hash, "backend": cfg.backend}
         self.publisher: Publisher | None = None
         self.exam = None            # streamer.exam.runner.ExamRunner, set by `run --exam`
@@ -230,9 +232,11 @@ class Pipeline:
             probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
             t_inf = time.monotonic()
         else:
-            probs, t_pre = None, time.monotonic()
+            probs, t_pre, out = None, time.monotonic(), None
             t_inf = t_pre
-        state = self.smoother.update(probs, t_media, blank=img_state.blank, frozen=img_state.frozen)
+        open_set, reject = self._open_set(out)
+        state = self.smoother.update(probs, t_media, blank=img_state.blank, frozen=img_state.frozen,
+                                     reject=reject)
         anomaly = None
         if self.anomaly is not None and state.plane == "brain" and not state.frozen:
             anomaly = self.anomaly(roi)
@@ -257,7 +261,8 @@ class Pipeline:
             "model": self.model_meta, "topk": topk, "plane": state.plane, "label": state.label,
             "confidence": round(state.confidence, 4),
             "flags": {"uncertain": state.uncertain, "none": state.none, "frozen": state.frozen,
-                      "stale": cap.state != "live"},
+                      "stale": cap.state != "live", "open_set_reject": reject},
+            "open_set": open_set,
             "anomaly": anomaly, "skipped_total": cap.skipped_total,
             "skipped_since_last": frame.skipped_since_last, "source": self._source(cap),
             "crop": rect.as_list(), "fps": float(len(recent)),
@@ -275,6 +280,15 @@ class Pipeline:
             t_rel = frame.pts_s if frame.pts_s is not None else t_cap
             summary.timeline.append((round(t_rel, 2), state.plane, state.label))
 
+    def _open_set(self, out) -> tuple[float | None, bool]:
+        """(distance rounded for the message, reject?) of one frame; (None, False) without open-set."""
+        if self.open_set is None:
+            return None, False
+        if out is None or out.open_set is None:      # blank frame: start afresh when the image returns
+            self.open_set.reset()
+            return None, False
+        score = float(out.open_set[0])
+        return round(score, 2), self.open_set.update(score)
 
     def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None) -> np.ndarray:
         """The image that may leave the process for this frame: the crop (no header band) with
@@ -290,6 +304,14 @@ class Pipeline:
         if frame_index is not None:
             self._outgoing = (frame_index, image)
         return image
+
+
+def open_set_gate(info, backend) -> OpenSetGate | None:
+    """The open-set gate of a model fitted by `python -m engines open-set` (ONNX Runtime only)."""
+    cfg = info.open_set
+    if cfg is None or getattr(backend, "open_set_output", None) is None:
+        return None
+    return OpenSetGate(cfg["threshold"], cfg.get("release", 0.6))
 
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> RunSummary:

@@ -62,6 +62,28 @@ def smoothing_clock(is_file: bool, pts_s: float | None, t_capture: float) -> flo
     return pts_s if is_file and pts_s is not None else t_capture
 
 
+class OpenSetGate:
+    """Hysteresis on the model's open-set distance (engines/open_set.py): a frame is rejected (not a
+    standard plane) above `threshold`; once rejecting, frames stay rejected until the distance falls
+    below `release` x threshold, so a view on the edge does not flicker between a plane and uncertain."""
+
+    def __init__(self, threshold: float, release: float = 0.6):
+        if threshold <= 0 or not 0 < release <= 1:
+            raise ValueError("need threshold > 0 and 0 < release <= 1")
+        self.threshold, self.release = float(threshold), float(release)
+        self.rejecting = False
+
+    def reset(self) -> None:
+        self.rejecting = False
+
+    def update(self, score: float | None) -> bool:
+        if score is None:
+            return False
+        limit = self.release * self.threshold if self.rejecting else self.threshold
+        self.rejecting = bool(score > limit)
+        return self.rejecting
+
+
 class LabelSmoother:
     def __init__(self, labels: Sequence[str], coarse_map: dict[str, str],
                  config: SmoothingConfig = SmoothingConfig()):
@@ -103,7 +125,9 @@ class LabelSmoother:
         return state
 
     def update(self, probs: np.ndarray | None, t: float, blank: bool = False,
-               frozen: bool = False) -> SmoothedState:
+               frozen: bool = False, reject: bool = False) -> SmoothedState:
+        """reject: the open-set gate says this frame is no standard plane; it counts as evidence for
+        no plane at all, so a shown plane decays to `uncertain` and none can enter."""
         cfg = self.config
         if self.last_t is not None and (t - self.last_t > cfg.gap_reset_s or t < self.last_t):
             last = self._last_state
@@ -122,6 +146,8 @@ class LabelSmoother:
             return self._state(self.shown, t, frozen=True)
 
         probs = np.asarray(probs, np.float32)
+        if reject:
+            probs = np.zeros_like(probs)
         plane_p = probs @ self.to_plane
         if self.ema_plane is None:
             self.ema_plane, self.ema_fine = plane_p, probs.copy()

@@ -61,3 +61,14 @@ def test_bundled_sample_clip():
         n = sum(1 for _ in c.decode(video=0))
     assert n == len(rows)
     assert {"stable", "transition", "frozen", "blank"} == {r["kind"] for r in rows}
+
+
+def test_planes_accept_short_names_for_other_and_cervix_and_reject_unknown_ones(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_sweep import plane_name
+    assert plane_name("other") == "Other" and plane_name("Cervix") == "Maternal cervix"
+    assert plane_name("Fetal brain") == "Fetal brain"
+    cmd = [sys.executable, str(ROOT / "tools" / "make_sweep.py"), "--images", "x.csv", "--planes", "kidney",
+           "--out", str(tmp_path / "x.mp4")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "unknown plane 'kidney'" in p.stderr and "Traceback" not in p.stderr

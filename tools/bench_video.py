@@ -40,6 +40,15 @@ def score(results: list[dict], gt_rows: list[dict]) -> dict:
                  "coverage": len(results) / max(1, len(gt_rows))}
     out["stable_accuracy"] = float(np.mean([shown[i] == truth[i] for i in stable])) if stable else None
     out["stable_accuracy_raw"] = float(np.mean([raw[i] == truth[i] for i in stable])) if stable else None
+    # Non-standard views (Other, maternal cervix) shown as one of the four fetal planes: the open-set
+    # failure (issue 9); and accuracy on the four fetal planes alone.
+    fetal = ("brain", "abdomen", "femur", "thorax")
+    nonstd = [i for i in stable if truth[i] not in fetal]
+    four = [i for i in stable if truth[i] in fetal]
+    out["nonstandard_frames"] = len(nonstd)
+    out["nonstandard_shown_fetal"] = float(np.mean([shown[i] in fetal for i in nonstd])) if nonstd else None
+    out["nonstandard_shown_fetal_raw"] = float(np.mean([raw[i] in fetal for i in nonstd])) if nonstd else None
+    out["four_plane_stable_accuracy"] = float(np.mean([shown[i] == truth[i] for i in four])) if four else None
     out["macro_f1"] = macro_f1([truth[i] for i in stable], [shown[i] for i in stable])
     out["macro_f1_raw"] = macro_f1([truth[i] for i in stable], [raw[i] for i in stable])
     segs = stable_segments(times, kinds, truth)
@@ -113,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--labels", action="append", required=True, metavar="CSV", help="one per VIDEO, in order")
     ap.add_argument("--model")
     ap.add_argument("--fast", action="store_true", help="every frame (default: native rate, as a scanner feeds it)")
+    ap.add_argument("--no-open-set", action="store_true", help="run without open-set rejection (sonoplane run --no-open-set)")
     ap.add_argument("--json", required=True, metavar="REPORT.json")
     ap.add_argument("--timeline", metavar="PNG")
     ap.add_argument("--save-results", metavar="DIR",
@@ -120,7 +130,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if len(args.labels) != len(args.videos):
         ap.error("give one --labels CSV per VIDEO")
-    extra = (["--fast"] if args.fast else []) + (["--model", args.model] if args.model else [])
+    extra = (["--fast"] if args.fast else []) + (["--model", args.model] if args.model else []) \
+        + (["--no-open-set"] if args.no_open_set else [])
     per_video, series = {}, []
     all_results, all_rows = [], []
     for video, labels in zip(args.videos, args.labels):
@@ -146,7 +157,8 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(report, indent=1))
     if args.timeline:
         timeline_png(series, args.timeline)
-    keys = ("stable_accuracy", "stable_accuracy_raw", "macro_f1", "flicker_per_min", "time_to_stable_median_s",
+    keys = ("stable_accuracy", "stable_accuracy_raw", "four_plane_stable_accuracy", "nonstandard_shown_fetal",
+            "nonstandard_shown_fetal_raw", "macro_f1", "flicker_per_min", "time_to_stable_median_s",
             "time_to_stable_p90_s", "frames", "skipped")
     for k in keys:
         v = report[k]

@@ -34,6 +34,20 @@ SONONET_EXAMPLE_PLANES = {
 }
 SONONET_IMAGE_REGION = (81, 115, 874, 734)  # x0, y0, x1, y1 in the 975x735 frames
 HEADER = ("kind", "plane", "brain_plane", "source")
+# --planes also takes short names: long Other / cervix stretches for the open-set benches.
+PLANE_ALIASES = {"brain": "Fetal brain", "abdomen": "Fetal abdomen", "femur": "Fetal femur",
+                 "thorax": "Fetal thorax", "cervix": "Maternal cervix", "other": "Other"}
+
+
+def plane_name(text: str) -> str:
+    """A FETAL_PLANES_DB plane name from itself or a short alias (brain ... cervix, other)."""
+    for name in PLANES:
+        if text.strip().lower() == name.lower():
+            return name
+    if text.strip().lower() in PLANE_ALIASES:
+        return PLANE_ALIASES[text.strip().lower()]
+    raise argparse.ArgumentTypeError(f"unknown plane {text!r} (use {', '.join(PLANE_ALIASES)} "
+                                     f"or a FETAL_PLANES_DB name: {', '.join(PLANES)})")
 
 
 @dataclass
@@ -269,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", nargs="*", help="exact image file names from --images, in this order")
     ap.add_argument("--sononet-examples", type=Path, help="folder of the SonoNet example frames")
     ap.add_argument("--sononet-names", nargs="*", default=["BRAIN-TV", "ABDOMINAL", "FEMUR", "4CH"])
-    ap.add_argument("--planes", nargs="*", default=list(PLANES[:4]), help="FETAL_PLANES_DB plane names")
+    ap.add_argument("--planes", nargs="*", type=plane_name, default=list(PLANES[:4]),
+                    help="planes to draw: brain abdomen femur thorax cervix other, or FETAL_PLANES_DB names")
     ap.add_argument("--per-plane", type=int, default=1)
     ap.add_argument("--patients", type=Path, help="text file of patient numbers to draw from (one a line, # comments)")
     ap.add_argument("--seed", type=int, default=0)

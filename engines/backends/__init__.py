@@ -4,6 +4,7 @@
     out = backend.infer(batch)          # batch: float32 NCHW, already preprocessed
     out.logits                          # (N, C) float32, pre-softmax
     out.cam                             # (N, C, h, w) class activation maps, or None
+    out.open_set                        # (N,) open-set distance (engines/open_set.py), or None
 
 Backends: "onnxruntime" (CPU default; CUDA/TensorRT execution providers when the installed
 build offers them), "tensorrt" (native TensorRT engine; untested in this workplace), "torch"
@@ -22,6 +23,7 @@ import numpy as np
 class InferenceOutput:
     logits: np.ndarray
     cam: np.ndarray | None = None
+    open_set: np.ndarray | None = None   # models fitted by `python -m engines open-set` (ONNX Runtime)
 
 
 class Backend(Protocol):

@@ -41,12 +41,17 @@ class OnnxRuntimeBackend:
         self.input_name = self.info.input_name
         outputs = {o.name for o in self.session.get_outputs()}
         self._names = [self.info.logits_output]
-        if self.info.cam_output and self.info.cam_output in outputs:
+        self._cam = bool(self.info.cam_output and self.info.cam_output in outputs)
+        if self._cam:
             self._names.append(self.info.cam_output)
+        self.open_set_output = self.info.open_set_output if self.info.open_set_output in outputs else None
+        if self.open_set_output:
+            self._names.append(self.open_set_output)
 
     def infer(self, batch: np.ndarray) -> InferenceOutput:
         res = self.session.run(self._names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        return InferenceOutput(logits=res[0], cam=res[1] if len(res) > 1 else None)
+        return InferenceOutput(logits=res[0], cam=res[1] if self._cam else None,
+                               open_set=res[-1] if self.open_set_output else None)
 
     def close(self) -> None:
         self.session = None

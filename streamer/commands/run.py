@@ -30,6 +30,8 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--redact", choices=("on", "off"), default="on",
                    help="blank burned-in text (patient name, dates, UI) in every image published "
                         "(default on; off for research use only)")
+    p.add_argument("--no-open-set", action="store_true",
+                   help="do not reject non-standard views (the model's open-set distance; docs/smoothing.md)")
     p.add_argument("--quiet", action="store_true", help="no summary")
 
 
@@ -53,7 +55,7 @@ def pipeline_config(args, source: str):
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
                           max_frames=args.max_frames,
                           pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect,
-                          redact=args.redact == "on")
+                          redact=args.redact == "on", open_set=not getattr(args, "no_open_set", False))
 
 
 def finish(summary, quiet: bool) -> int:

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The open-set trade-off: share of non-standard views shown as a fetal plane vs four-plane accuracy.
+
+    # validation stills (FETAL_PLANES_DB, the committed patient split), through the runtime path
+    python tools/open_set_curve.py --stills [--model planes_lite0]
+    # sweeps: replay recorded runs (bench_video.py --save-results) over thresholds
+    python tools/open_set_curve.py --results R1.jsonl --labels S1.csv [--results R2.jsonl --labels S2.csv]
+
+Non-standard = FETAL_PLANES_DB `Other` and `Maternal cervix`; "shown as a fetal plane" = brain, abdomen,
+femur or thorax (showing `other`, `cervix` or `uncertain` is fine). Thresholds are multiples of the
+model's own (metadata `open_set.threshold`, fitted on training patients by `python -m engines open-set`);
+"off" is no rejection. Stills: the per-image arg-max plane, rejected images count as uncertain. Sweeps:
+streamer.smoothing (LabelSmoother + OpenSetGate, the runtime's classes) replayed on the video clock over
+the recorded top-3 probabilities and open-set distances (tools/tune_smoothing.py's replay), scored with
+tools/bench_video.py's scorer. Record the sweeps WITH open-set on (the distance is then in every result).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_video import score  # noqa: E402
+from tune_smoothing import probs_from_topk  # noqa: E402
+
+FETAL = ("brain", "abdomen", "femur", "thorax")
+FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, None)   # None: open-set off
+
+
+def stills(model: str, data: str, threads: int) -> list[dict]:
+    from engines import data as D
+    from streamer.infer import PlaneClassifier
+    clf = PlaneClassifier(model, threads=threads)
+    cfg = clf.info.open_set
+    if cfg is None:
+        raise SystemExit(f"{model}: no open-set fit in this model (python -m engines open-set --model ...)")
+    samples = D.load_index(data)
+    _, val = D.split_samples(samples, D.read_val_patients())
+    truth, pred, dist = [], [], []
+    for s in val:
+        p = clf.predict(D.runtime_roi(D.read_frame(s)))
+        truth.append(s.coarse)
+        pred.append(p.plane)
+        dist.append(p.open_set)
+    truth, pred, dist = np.array(truth), np.array(pred), np.array(dist)
+    fetal, nonstd = np.isin(truth, FETAL), ~np.isin(truth, FETAL)
+    print(f"{model}: validation stills {len(val)} ({fetal.sum()} of the four fetal planes, {nonstd.sum()} non-standard: "
+          f"{(truth == 'other').sum()} Other + {(truth == 'cervix').sum()} cervix); shipped threshold {cfg['threshold']}")
+    print(f"{'threshold':>12} {'four-plane acc':>15} {'non-std shown fetal':>20} {'fetal rejected':>15}")
+    rows = []
+    for f in FACTORS:
+        thr = None if f is None else f * cfg["threshold"]
+        rej = np.zeros(len(dist), bool) if thr is None else dist > thr
+        shown = np.where(rej, "uncertain", pred)
+        acc = float((shown[fetal] == truth[fetal]).mean())
+        k = int(np.isin(shown[nonstd], FETAL).sum())
+        rows.append({"factor": f, "threshold": thr, "four_plane_acc": acc, "nonstandard_shown_fetal": k,
+                     "nonstandard": int(nonstd.sum()), "fetal_rejected": float(rej[fetal].mean())})
+        name = "off" if thr is None else f"{thr:.1f}" + (" *" if f == 1.0 else "")
+        print(f"{name:>12} {acc:>15.3f} {k:>14d} / {nonstd.sum():<3d} {rej[fetal].mean():>15.3f}")
+    return rows
+
+
+def replay(results: list[dict], labels, coarse_map, threshold: float | None, release: float,
+           video_times: dict[int, float]) -> list[dict]:
+    from streamer.smoothing import LabelSmoother, OpenSetGate
+    smoother = LabelSmoother(labels, coarse_map)
+    gate = OpenSetGate(threshold, release) if threshold else None
+    out = []
+    for r in results:
+        probs = probs_from_topk(r["topk"], labels)
+        if gate is not None and probs is None:
+            gate.reset()
+        reject = bool(gate and probs is not None and gate.update(r.get("open_set")))
+        state = smoother.update(probs, video_times[r["frame"]], blank=probs is None, frozen=r["flags"]["frozen"],
+                                reject=reject)
+        out.append({**r, "plane": state.plane, "confidence": state.confidence})
+    return out
+
+
+def sweeps(paths: list[str], label_csvs: list[str], model: str | None, release: float | None) -> list[dict]:
+    from engines.metadata import read_model_info
+    from engines.zoo import resolve
+    recs = []
+    for path, csv_path in zip(paths, label_csvs):
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        res = [r for r in rows if r.get("kind", "result") == "result"]
+        if not res:
+            raise SystemExit(f"{path}: no result messages")
+        if all(r.get("open_set") is None for r in res):
+            raise SystemExit(f"{path}: no open-set distances recorded (record with open-set on)")
+        recs.append((res, list(csv.DictReader(open(csv_path)))))
+    info = read_model_info(resolve(model or recs[0][0][0]["model"]["id"]))
+    cfg = info.open_set or {}
+    base, release = cfg.get("threshold"), release if release is not None else cfg.get("release", 0.6)
+    if base is None:
+        raise SystemExit(f"{info.model_id}: no open-set fit in this model")
+    print(f"{info.model_id}: {len(recs)} sweep(s), replayed on the video clock; shipped threshold {base}, "
+          f"release {release}")
+    print(f"{'threshold':>12} {'4-plane stable acc':>19} {'non-std shown fetal':>20} {'stable acc':>11} "
+          f"{'flicker/min':>12} {'tts p90 s':>10}")
+    out = []
+    for f in FACTORS:
+        thr = None if f is None else f * base
+        reps = [score(replay(res, info.labels, info.coarse_map, thr, release,
+                             {int(g["frame"]): float(g["t_s"]) for g in rows}), rows) for res, rows in recs]
+        n_std = sum(r["nonstandard_frames"] for r in reps)
+        w4 = [sum(1 for g in rows if g["kind"] == "stable" and g["plane"].startswith("Fetal")) for _, rows in recs]
+        ws = [sum(1 for g in rows if g["kind"] == "stable" and g["plane"]) for _, rows in recs]
+        row = {"factor": f, "threshold": thr, "release": release,
+               "four_plane_stable_accuracy": float(np.average([r["four_plane_stable_accuracy"] for r in reps], weights=w4)),
+               "nonstandard_shown_fetal": float(sum((r["nonstandard_shown_fetal"] or 0) * r["nonstandard_frames"]
+                                                    for r in reps) / max(1, n_std)),
+               "nonstandard_frames": n_std,
+               "stable_accuracy": float(np.average([r["stable_accuracy"] for r in reps], weights=ws)),
+               "flicker_per_min": float(np.average([r["flicker_per_min"] for r in reps], weights=ws)),
+               "time_to_stable_p90_s": float(np.average([r["time_to_stable_p90_s"] or 0 for r in reps], weights=ws))}
+        out.append(row)
+        name = "off" if thr is None else f"{thr:.1f}" + (" *" if f == 1.0 else "")
+        print(f"{name:>12} {row['four_plane_stable_accuracy']:>19.3f} {row['nonstandard_shown_fetal']:>20.3f} "
+              f"{row['stable_accuracy']:>11.3f} {row['flicker_per_min']:>12.2f} {row['time_to_stable_p90_s']:>10.2f}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stills", action="store_true", help="validation stills of FETAL_PLANES_DB (needs ../shared)")
+    ap.add_argument("--results", action="append", default=[], metavar="RESULTS.jsonl")
+    ap.add_argument("--labels", action="append", default=[], metavar="CSV", help="one per --results, in order")
+    ap.add_argument("--model", default=None, help="default: planes_lite0 (stills) / the recorded model (sweeps)")
+    ap.add_argument("--release", type=float, default=None, help="sweeps: hysteresis release (default: the model's)")
+    ap.add_argument("--data", default=None, help="FETAL_PLANES_DB folder (default ../shared/data/fetal_planes)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if not args.stills and not args.results:
+        ap.error("give --stills and/or --results with --labels")
+    if len(args.results) != len(args.labels):
+        ap.error("give one --labels CSV per --results file")
+    report = {}
+    if args.stills:
+        from engines import data as D
+        report["stills"] = stills(args.model or "planes_lite0", args.data or str(D.DEFAULT_DATA), args.threads)
+    if args.results:
+        report["sweeps"] = sweeps(args.results, args.labels, args.model, args.release)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
