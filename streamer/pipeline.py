@@ -7,6 +7,7 @@ newest frame.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,10 +134,11 @@ def _cpu_seconds() -> float:
 
 
 class Pipeline:
-    def __init__(self, cfg: PipelineConfig, log=print):
+    def __init__(self, cfg: PipelineConfig, log=print, classifier: PlaneClassifier | None = None):
         self.cfg = cfg
         self.log = log
-        self.classifier = PlaneClassifier(cfg.model, backend=cfg.backend, threads=cfg.threads)
+        # Several streams may share one classifier (streamer/multistream.py: one model session).
+        self.classifier = classifier or PlaneClassifier(cfg.model, backend=cfg.backend, threads=cfg.threads)
         info = self.classifier.info
         if info.task != "plane":
             raise UserError(f"{info.path}: not a plane model (task {info.task!r})")
@@ -156,6 +158,7 @@ class Pipeline:
         self.exam = None            # streamer.exam.runner.ExamRunner, set by `run --exam`
         self.exam_report: Path | None = None
         self._outgoing: tuple[int, np.ndarray] | None = None
+        self.stop = threading.Event()   # set from another thread to end run() (multistream)
 
     def run(self) -> RunSummary:
         cfg = self.cfg
@@ -175,7 +178,7 @@ class Pipeline:
         last_status = 0.0
         try:
             with CaptureProcess(opts) as cap:
-                while True:
+                while not self.stop.is_set():
                     for state, message in cap.poll_events():
                         self._status(cap, state, message, summary)
                     frame = cap.next_frame(timeout_s=0.1)

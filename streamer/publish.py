@@ -43,6 +43,20 @@ class Publisher:
         self.send_lock = threading.Lock()
         self.frames = FramesWorker(self._send_frame, frames_fps) if send_frames and frames_worker else None
 
+    @classmethod
+    def sharing(cls, owner: "Publisher", stream: str, record_path: str | None = None,
+                frames_fps: float | None = None) -> "Publisher":
+        """Another stream id on `owner`'s socket (one address for several streams: multistream);
+        sends go under the owner's lock; the socket closes with the last of them."""
+        pub = cls.__new__(cls)
+        pub.stream, pub.send_frames, pub.ctx, pub.sock = stream, owner.send_frames, owner.ctx, owner.sock
+        pub.address, pub.sent, pub.send_lock, pub._owner = owner.address, 0, owner.send_lock, owner
+        with owner.send_lock:
+            owner._users = getattr(owner, "_users", 1) + 1
+        pub.record = open(record_path, "w") if record_path else None
+        pub.frames = FramesWorker(pub._send_frame, frames_fps) if owner.frames is not None else None
+        return pub
+
     def _send(self, message) -> None:
         with self.send_lock:
             self.sock.send(message, copy=False)
@@ -93,7 +107,12 @@ class Publisher:
         if self.record is not None:
             self.record.close()
             self.record = None
-        self.sock.close()
+        owner = getattr(self, "_owner", self)
+        with owner.send_lock:
+            owner._users = getattr(owner, "_users", 1) - 1
+            last = owner._users == 0
+        if last:
+            owner.sock.close()
 
 
 def _jsonable(x):

@@ -15,6 +15,8 @@ overlay's own receiving code: CONFLATE, JPEG decode) runs in this process for th
 Per run: % of the source's frames classified (results / frames in the file), capture->publish p50 /
 p99 after the warm-up (blank frames, which skip the model, left out unless --include-blank), CPU
 cores of the sonoplane process tree (os.wait4 rusage / wall), peak RSS, frames the overlay got.
+A config may name another checkout with `--tree=DIR` (e.g. a `git worktree` of the commit
+before a change) to measure before / after side by side in one run.
 Configs are interleaved (A B A B per repeat) so a noisy neighbour hits each alike; ratios are
 against the first config. `uptime` load is printed before and after.
 """
@@ -109,6 +111,15 @@ class RssSampler(threading.Thread):
             self.series.append((round(time.monotonic() - self.t0, 1), round(tree_rss_mb(self.pid), 1)))
 
 
+def split_tree(extra: list[str]) -> tuple[Path, list[str]]:
+    """A config's `--tree=DIR` runs sonoplane from another checkout (before/after side by side)."""
+    trees = [a for a in extra if a.startswith("--tree=")]
+    root = Path(trees[-1].split("=", 1)[1]).resolve() if trees else ROOT
+    if not (root / "streamer").is_dir():
+        raise UserError(f"--tree={root}: not a sonoplane checkout")
+    return root, [a for a in extra if not a.startswith("--tree=")]
+
+
 def sonoplane(source: str, extra: list[str], record: Path, publish: str) -> list[str]:
     return [sys.executable, "-m", "streamer", "run", "--source", source, "--record", str(record),
             "--publish", publish, "--quiet", *extra]
@@ -124,7 +135,9 @@ def run_once(video: str, mode: str, extra: list[str], args, n_frames: int) -> di
             port = free_port()
             source = f"udp://127.0.0.1:{port}?timeout=3000000"
             extra = [*extra, "--no-reconnect"]
-        proc = MeasuredProcess(sonoplane(source, extra, record, publish), ROOT, _env())
+        root, extra = split_tree(extra)
+        env = {**_env(), "PYTHONPATH": str(root)}
+        proc = MeasuredProcess(sonoplane(source, extra, record, publish), root, env)
         overlay = OverlayThread(publish)
         overlay.start()
         rss = RssSampler(proc.proc.pid)

@@ -70,7 +70,11 @@ def main(args) -> int:
     from ..exam.cli import attach_exam
     from ..pipeline import Pipeline
 
-    cfg = pipeline_config(args, args.source)
+    sources = args.source
+    if len(sources) > 1:             # several scanners: one model session, cross-stream batching
+        from ..multistream import run_many
+        return run_many(args, sources)
+    cfg = pipeline_config(args, sources[0])
     pipeline = Pipeline(cfg, log=print)
     attach_exam(pipeline, args)
     if not args.quiet:
@@ -86,7 +90,9 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="classify a video source live and publish results over ZeroMQ",
                        description="SRC: a video file, udp:// rtsp:// srt:// tcp:// http:// URL, "
                                    "/dev/videoN (V4L2), or a camera index.")
-    p.add_argument("--source", required=True, metavar="SRC")
+    p.add_argument("--source", required=True, metavar="SRC", action="append",
+                   help="repeat for several sources: one model session with cross-stream batching, "
+                        "stream ids 0..N-1 (or --stream-id a,b,...) on one publish address")
     add_pipeline_arguments(p)
     from ..exam.cli import add_exam_arguments
     add_exam_arguments(p)
