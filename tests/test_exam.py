@@ -320,10 +320,20 @@ def test_run_with_exam_on_the_sample_clip(tmp_path):
     img = cv2.imread(str(d / brain["best"]["image"]))
     # The cropped ultrasound region only, never the full scanner frame (burned-in text).
     assert (img.shape[1], img.shape[0]) == (x1 - x0, y1 - y0) == tuple(side["image_size"])
-    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
-    full_w = cap.get(cv2.CAP_PROP_FRAME_WIDTH)
-    cap.release()
-    assert img.shape[1] < full_w
+    # Exactly the published image: that frame of the clip, cropped, with burned-in text redacted.
+    import av
+    from engines.redact import redact_text
+    with av.open(str(SAMPLE_CLIP)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == brain["best"]["frame"]:
+                full = f.to_ndarray(format="bgr24")
+                break
+    assert img.shape[1] < full.shape[1]
+    crop = full[y0:y1, x0:x1]
+    redacted, boxes = redact_text(crop)
+    assert np.array_equal(img, redacted)
+    if boxes:
+        assert not np.array_equal(img, crop)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .control import DEFAULT_CONTROL, ControlServer
+from .control import DEFAULT_CONTROL, ControlServer, check_loopback
 from .protocol import check_against_model, load_protocol
 from .session import CaptureConfig, ExamSession
 from .writer import ExamWriter
@@ -22,6 +22,8 @@ class ExamRunner:
     def __init__(self, protocol: str, exam_dir: str | Path, model_info, model_meta: dict, source: str,
                  control: str | None = DEFAULT_CONTROL, config: CaptureConfig = CaptureConfig(), log=print):
         self.protocol = load_protocol(protocol)
+        if control and control != "none":
+            check_loopback(control)          # refuse before any file is written
         check_against_model(self.protocol, model_info.labels, model_info.coarse_map, model_info.model_id)
         self.root = Path(exam_dir)
         self.writer = ExamWriter(self.root, log=log)
