@@ -7,14 +7,26 @@ takes the newest frame; a frame overwritten before it was taken is counted as sk
 (latest-frame policy). In `fast` mode the capture waits for the consumer instead: nothing is
 skipped and a file is processed as fast as inference allows.
 
-Live sources (network, V4L2, camera) reconnect with exponential backoff after a loss and report
-status `reconnecting`; a file ends with status `ended`. A resolution change mid-stream is just a
-new shape in the slot header (the slot is sized for up to 4K).
+Nothing the parent waits on can be held by a dead child: the slot is a seqlock (the writer makes
+the sequence number odd while it writes, even when done; the reader copies and retries if the
+number moved), wake-ups and status events travel over pipes, and every wait has a timeout and a
+liveness check. The child dies with its parent whatever the parent's death (prctl
+PR_SET_PDEATHSIG on Linux, plus the parent's pid and the control pipe's end-of-file checked while
+it waits), ignores the terminal's and the service manager's signals (the parent owns shutdown),
+and leaves no semaphore behind (it uses none). A capture process that dies anyway (a crash inside
+FFmpeg, a kill) is restarted with backoff, from the last frame delivered for files.
+
+Live sources (network, V4L2, camera) wait for the source and reconnect forever by default,
+reporting status `connecting` / `reconnecting` (`open_deadline_s` bounds the wait for the first
+open); a file ends with status `ended`. Frame indices keep counting across reconnects and
+restarts. A resolution change mid-stream is just a new shape in the slot header (sized for 4K).
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
-import queue
+import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -25,17 +37,23 @@ import numpy as np
 from engines.errors import SourceError
 
 MAX_FRAME_BYTES = 3840 * 2160 * 3
-# Slot header: seq, index, pts (nan if none), t_capture_mono, t_capture_wall, height, width.
+# Slot header. seq: seqlock counter (odd while the child writes); index: frame index, monotonic
+# across reconnects; pts (nan if none); capture times; shape; decode_errors: damaged packets
+# skipped so far (this child); consumed: the last seq the parent took (fast mode).
 HEADER = np.dtype([("seq", "i8"), ("index", "i8"), ("pts", "f8"), ("t_mono", "f8"), ("t_wall", "f8"),
-                   ("h", "i4"), ("w", "i4")])
-HEADER_BYTES = 64
-BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+                   ("h", "i4"), ("w", "i4"), ("decode_errors", "i8"), ("consumed", "i8")])
+HEADER_BYTES = 128
+BACKOFF_S = (0.25, 0.5, 1.0, 2.0)        # between reconnect attempts of a live source
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)   # between restarts of a dead capture process
+MAX_RESTARTS_WITHOUT_PROGRESS = 5        # files: a capture that dies at the same place gives up
+CLOSE_TIMEOUT_S = 1.5     # a child blocked in an open/read gets SIGKILL after this (it holds no lock)
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
 class CapturedFrame:
     image: np.ndarray
-    index: int                # source frame index
+    index: int                # source frame index (monotonic across reconnects and restarts)
     pts_s: float | None
     t_capture_mono: float
     t_capture_wall: float
@@ -49,101 +67,196 @@ class CaptureOptions:
     realtime: bool = True     # pace files at their native rate (ignored when fast)
     pix_fmt: str | None = None
     size: str | None = None
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 5.0
+    open_timeout_s: float = 5.0          # one open attempt
+    read_timeout_s: float = 5.0          # no data for this long: the source is lost
+    open_deadline_s: float | None = None # live: give up when not open after this long (None: never)
     reconnect: bool = True    # live sources only
     max_frames: int | None = None
 
 
-def _capture_main(opts: CaptureOptions, shm_name: str, lock, cond, consumed, stop, events) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when the parent dies (any death, SIGKILL included)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass                  # not Linux: the parent-alive checks below still end us
+    if os.getppid() != parent_pid:   # the parent died before prctl took effect
+        os._exit(0)
+
+
+class _Control:
+    """Child side of the parent's control pipe: b"c" = a frame was consumed, b"q" = stop,
+    end-of-file = the parent is gone."""
+
+    def __init__(self, conn, parent_pid: int):
+        self.fd = conn.fileno()
+        self._conn = conn     # keep the Connection alive: it owns the fd
+        self.parent_pid = parent_pid
+        self.stopped = False
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to timeout_s, waking on any control byte; True when we must stop."""
+        if self.stopped:
+            return True
+        if os.getppid() != self.parent_pid:
+            self.stopped = True
+            return True
+        try:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout_s))
+            if ready:
+                data = os.read(self.fd, 4096)
+                if not data or b"q" in data:
+                    self.stopped = True
+        except OSError:
+            self.stopped = True
+        return self.stopped
+
+    def poll(self) -> bool:
+        return self.wait(0.0)
+
+
+def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, parent_pid: int,
+                  index_base: int, resume_after_pts: float | None, already_delivered: int) -> None:
     """Runs in the capture process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops us
+    _die_with_parent(parent_pid)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)      # the parent handles these and stops us
     from .sources import open_source
+
+    ctl = _Control(control, parent_pid)
+    notify_fd = notify.fileno()
+    os.set_blocking(notify_fd, False)            # a wake-up never blocks the capture
+
+    def send(*event) -> None:
+        try:
+            events.send(event)
+        except (OSError, ValueError):            # parent gone
+            ctl.stopped = True
 
     shm = shared_memory.SharedMemory(name=shm_name)
     header = np.ndarray((1,), HEADER, buffer=shm.buf[:HEADER.itemsize])
     pixels = shm.buf[HEADER_BYTES:]
-    seq = 0
+    seq = int(header["seq"][0]) // 2      # frames written by earlier capture processes count on
+    next_index = index_base
     attempt = 0
-    delivered = 0
+    opened_once = False
+    t_start = time.monotonic()
+    delivered = already_delivered
+    errors_before = 0                     # decode errors of sources already closed
     try:
-        while not stop.is_set():
+        while not ctl.poll():
             try:
                 src = open_source(opts.source, pix_fmt=opts.pix_fmt, size=opts.size,
                                   open_timeout_s=opts.open_timeout_s, read_timeout_s=opts.read_timeout_s)
             except SourceError as exc:
-                if seq == 0 and attempt == 0:
-                    events.put(("error", str(exc), None))       # never opened: a user error
+                live = _is_live(opts.source)
+                waited = time.monotonic() - t_start
+                if not live:
+                    send("error", str(exc), None)            # a file that cannot be opened: user error
+                    return
+                if opened_once and not opts.reconnect:
+                    send("error", str(exc), None)
+                    return
+                if not opened_once and opts.open_deadline_s is not None and waited >= opts.open_deadline_s:
+                    send("error", f"{exc} (gave up after --open-timeout {opts.open_deadline_s:g} s)", None)
                     return
                 attempt += 1
-                if not opts.reconnect or attempt > 1000:
-                    events.put(("error", str(exc), None))
-                    return
                 delay = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
-                events.put(("status", "reconnecting", f"{exc}; retry in {delay:.2f} s"))
-                stop.wait(delay)
+                state = "reconnecting" if opened_once else "connecting"
+                send("status", state, f"{exc}; retrying in {delay:.2f} s")
+                ctl.wait(delay)
                 continue
             info = src.info
-            events.put(("status", "live", info.as_dict()))
+            opened_once = True
             attempt = 0
+            if resume_after_pts is not None and not info.live:
+                src.seek_after(resume_after_pts)
+                resume_after_pts = None
+            send("status", "live", info.as_dict())
             paced = info.kind == "file" and opts.realtime and not opts.fast
-            t0 = pts0 = None
+            t0 = pts0 = last_pts = None
+            lost: str | None = None
             try:
                 for frame in src.frames():
-                    if stop.is_set():
+                    if ctl.poll():
                         break
                     if paced and frame.pts_s is not None:
-                        if t0 is None:
+                        # Re-anchor when the timestamps restart or jump (segments joined with `cat`):
+                        # the clock must follow the frames, not race to catch up with them.
+                        if t0 is None or frame.pts_s < last_pts - 0.001 or frame.pts_s > last_pts + 2.0:
                             t0, pts0 = time.monotonic(), frame.pts_s
+                        last_pts = frame.pts_s
                         wait = t0 + (frame.pts_s - pts0) - time.monotonic()
-                        if wait > 0:
-                            stop.wait(wait)
+                        if wait > 0 and ctl.wait(wait):
+                            break
                     img = frame.image
                     if img.nbytes > MAX_FRAME_BYTES:
-                        events.put(("error", f"{opts.source}: frame {img.shape[1]}x{img.shape[0]} larger than 4K", None))
+                        send("error", f"{opts.source}: frame {img.shape[1]}x{img.shape[0]} larger than 4K", None)
                         return
-                    with cond:
-                        if opts.fast:   # wait until the consumer took the previous frame
-                            while consumed.value < seq and not stop.is_set():
-                                cond.wait(0.1)
-                        h, w = img.shape[:2]
-                        if (h, w) != (int(header["h"][0]), int(header["w"][0])) and seq > 0:
-                            events.put(("status", "live", {**info.as_dict(), "width": w, "height": h,
-                                                           "pix_fmt": frame.pix_fmt, "resized": True}))
-                        np.frombuffer(pixels, np.uint8, img.nbytes)[:] = img.reshape(-1)
-                        seq += 1
-                        header["seq"], header["index"] = seq, frame.index
-                        header["pts"] = np.nan if frame.pts_s is None else frame.pts_s
-                        header["t_mono"], header["t_wall"] = time.monotonic(), time.time()
-                        header["h"], header["w"] = h, w
-                        cond.notify_all()
+                    if opts.fast:   # wait until the consumer took the previous frame
+                        while int(header["consumed"][0]) < seq and not ctl.wait(0.5):
+                            pass
+                        if ctl.stopped:
+                            break
+                    h, w = img.shape[:2]
+                    if (h, w) != (int(header["h"][0]), int(header["w"][0])) and seq > 0:
+                        send("status", "live", {**info.as_dict(), "width": w, "height": h,
+                                                "pix_fmt": frame.pix_fmt, "resized": True})
+                    header["seq"] = 2 * seq + 1                     # writing
+                    np.frombuffer(pixels, np.uint8, img.nbytes)[:] = img.reshape(-1)
+                    header["index"] = next_index
+                    header["pts"] = np.nan if frame.pts_s is None else frame.pts_s
+                    header["t_mono"], header["t_wall"] = time.monotonic(), time.time()
+                    header["h"], header["w"] = h, w
+                    header["decode_errors"] = errors_before + src.decode_errors
+                    seq += 1
+                    header["seq"] = 2 * seq                         # done
+                    next_index += 1
+                    try:
+                        os.write(notify_fd, b"f")
+                    except BlockingIOError:
+                        pass                                        # the parent has wake-ups queued
+                    except OSError:
+                        return                                      # parent gone
                     delivered += 1
                     if opts.max_frames and delivered >= opts.max_frames:
-                        events.put(("status", "ended", f"stopped after --max-frames {opts.max_frames}"))
+                        send("status", "ended", f"stopped after --max-frames {opts.max_frames}")
                         return
             except SourceError as exc:
                 if not info.live:
-                    events.put(("error", str(exc), None))
+                    send("error", str(exc), None)
                     return
-                events.put(("status", "reconnecting", str(exc)))
+                lost = str(exc)
             finally:
+                errors_before += src.decode_errors
+                header["decode_errors"] = errors_before
                 src.close()
-            if stop.is_set():
+            if ctl.stopped:
                 return
             if not info.live:
-                events.put(("status", "ended", "end of file"))
+                send("status", "ended", "end of file")
                 return
             if not opts.reconnect:
-                events.put(("status", "ended", "stream ended"))
+                send("status", "ended", lost or "stream ended")
                 return
             attempt += 1
-            events.put(("status", "reconnecting", "stream ended or lost"))
-            stop.wait(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+            delay = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
+            send("status", "reconnecting", f"{lost or 'stream ended'}; reconnecting in {delay:.2f} s")
+            ctl.wait(delay)
     except Exception as exc:   # report, never die silently
-        events.put(("error", f"capture failed: {type(exc).__name__}: {exc}", None))
+        send("error", f"capture failed: {type(exc).__name__}: {exc}", None)
     finally:
         del header, pixels
         shm.close()
+
+
+def _is_live(source: str) -> bool:
+    from .sources import classify_spec
+    try:
+        return classify_spec(source) != "file"
+    except SourceError:
+        return False
 
 
 class CaptureProcess:
@@ -151,27 +264,49 @@ class CaptureProcess:
 
     def __init__(self, opts: CaptureOptions):
         self.opts = opts
-        ctx = mp.get_context("spawn")
+        self._ctx = mp.get_context("spawn")
         self.shm = shared_memory.SharedMemory(create=True, size=HEADER_BYTES + MAX_FRAME_BYTES)
         self._header = np.ndarray((1,), HEADER, buffer=self.shm.buf[:HEADER.itemsize])
-        self._header[0] = (0, -1, np.nan, 0.0, 0.0, 0, 0)
-        self._lock = ctx.Lock()
-        self._cond = ctx.Condition(self._lock)
-        self._consumed = ctx.Value("q", 0, lock=False)
-        self._stop = ctx.Event()
-        self.events: mp.Queue = ctx.Queue()
-        self.proc = ctx.Process(target=_capture_main, name="sonoplane-capture", daemon=True,
-                                args=(opts, self.shm.name, self._lock, self._cond, self._consumed,
-                                      self._stop, self.events))
+        self._header[0] = (0, -1, np.nan, 0.0, 0.0, 0, 0, 0, 0)
+        self.proc = None
+        self._notify = self._events = self._control = None
         self.last_seq = 0
+        self.last_index = -1
+        self.last_pts: float | None = None
+        self.delivered = 0
         self.skipped_total = 0
+        self.decode_errors = 0            # damaged packets skipped, all capture processes together
+        self._errors_before = 0           # of capture processes that died
+        self.restarts = 0
+        self._restarts_without_progress = 0
+        self._restart_at: float | None = None
         self.state = "connecting"
-        self.state_message = ""
+        self.state_message = "waiting for the source"
         self.source_info: dict = {"url": opts.source}
         self.error: str | None = None
+        self._closing = False
+        self._pending: list[tuple[str, str]] = []
+        self.live = _is_live(opts.source)
+
+    # ---- child lifecycle ------------------------------------------------------------------
+    def _start(self) -> None:
+        notify_r, notify_w = self._ctx.Pipe(duplex=False)
+        events_r, events_w = self._ctx.Pipe(duplex=False)
+        control_r, control_w = self._ctx.Pipe(duplex=False)
+        resume = self.last_pts if (self.delivered and not self.live) else None
+        self.proc = self._ctx.Process(
+            target=_capture_main, name="sonoplane-capture", daemon=True,
+            args=(self.opts, self.shm.name, notify_w, events_w, control_r, os.getpid(),
+                  self.last_index + 1, resume, self.delivered))
+        self.proc.start()
+        # Our copies of the child's ends: closing them makes end-of-file mean "the other side died".
+        for conn in (notify_w, events_w, control_r):
+            conn.close()
+        self._notify, self._events, self._control = notify_r, events_r, control_w
+        self._delivered_at_start = self.delivered
 
     def __enter__(self) -> "CaptureProcess":
-        self.proc.start()
+        self._start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -181,68 +316,161 @@ class CaptureProcess:
     def finished(self) -> bool:
         return self.state in ("ended", "error")
 
-    def poll_events(self) -> list[tuple[str, str]]:
-        """Drain status events; returns [(state, message)] for state changes."""
-        changes = []
-        while True:
-            try:
-                kind, a, b = self.events.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "error":
-                self.state, self.error, self.state_message = "error", a, a
-            else:
-                self.state = a
-                if isinstance(b, dict):
-                    self.source_info = {**self.source_info, **b}
-                    self.state_message = ""
+    def _drain_events(self) -> None:
+        if self._events is None:
+            return
+        try:
+            while self._events.poll(0):
+                kind, a, b = self._events.recv()
+                if kind == "error":
+                    self.state, self.error, self.state_message = "error", a, a
                 else:
-                    self.state_message = b or ""
-            changes.append((self.state, self.state_message))
-        if not changes and not self.proc.is_alive() and not self.finished:
-            # Died without a word (killed, crashed in native code): say so.
-            self.state, self.error = "error", f"capture process exited unexpectedly (code {self.proc.exitcode})"
-            self.state_message = self.error
-            changes.append((self.state, self.error))
+                    self.state = a
+                    if isinstance(b, dict):
+                        self.source_info = {**self.source_info, **b}
+                        self.state_message = ""
+                    else:
+                        self.state_message = b or ""
+                self._pending.append((self.state, self.state_message))
+        except (EOFError, OSError):
+            pass              # the child is gone; _check_child says what happens next
+
+    def _check_child(self) -> None:
+        """A capture process that died without ending properly is restarted with backoff."""
+        if self._closing or self.finished:
+            return
+        now = time.monotonic()
+        if self._restart_at is not None:
+            if now >= self._restart_at:
+                self._restart_at = None
+                self.restarts += 1
+                self._start()
+            return
+        if self.proc.is_alive():
+            return
+        self._drain_events()       # it may have said its last word just before exiting
+        if self.finished:
+            return
+        code = self.proc.exitcode
+        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        self._errors_before = self.decode_errors
+        progressed = self.delivered > self._delivered_at_start
+        self._restarts_without_progress = 0 if progressed else self._restarts_without_progress + 1
+        if not self.live and self._restarts_without_progress >= MAX_RESTARTS_WITHOUT_PROGRESS:
+            self.state = "error"
+            self.error = self.state_message = (f"capture process died {self._restarts_without_progress} times "
+                                               f"without progress ({why})")
+            self._pending.append((self.state, self.state_message))
+            return
+        delay = RESTART_BACKOFF_S[min(self._restarts_without_progress, len(RESTART_BACKOFF_S) - 1)]
+        where = f" from frame {self.last_index + 1}" if self.delivered and not self.live else ""
+        self.state = "reconnecting"
+        self.state_message = f"capture process died ({why}); restarting{where} in {delay:.1f} s"
+        self._pending.append((self.state, self.state_message))
+        self._close_pipes()
+        self._restart_at = now + delay
+
+    def poll_events(self) -> list[tuple[str, str]]:
+        """Status changes since the last call: [(state, message)]; restarts a dead capture."""
+        if self.proc is not None and self._restart_at is None:
+            self._drain_events()
+        self._check_child()
+        changes, self._pending = self._pending, []
         return changes
 
+    # ---- frames ---------------------------------------------------------------------------
     def next_frame(self, timeout_s: float = 0.2) -> CapturedFrame | None:
-        """The newest frame not yet taken, or None after timeout_s."""
+        """The newest frame not yet taken, or None after timeout_s (never longer)."""
         deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while int(self._header["seq"][0]) == self.last_seq:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        while True:
+            frame = self._take()
+            if frame is not None:
+                return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._restart_at is not None or self.proc is None:
+                if self._restart_at is not None and remaining > 0:
+                    time.sleep(min(remaining, 0.05))
+                return None
+            try:
+                ready, _, _ = select.select([self._notify.fileno(), self._events.fileno()], [], [],
+                                            min(remaining, 0.1))
+            except (OSError, ValueError):
+                return None
+            if self._notify.fileno() in ready:
+                try:
+                    if not os.read(self._notify.fileno(), 65536):   # end-of-file: the child died
+                        self._check_child()
+                        return self._take()
+                except OSError:
                     return None
-                self._cond.wait(min(remaining, 0.05))
-            h0 = self._header[0]
-            seq, h, w = int(h0["seq"]), int(h0["h"]), int(h0["w"])
+            elif ready:            # an event (or the child's end): let poll_events handle it
+                return self._take()
+            elif not self.proc.is_alive():
+                return self._take()
+
+    def _take(self) -> CapturedFrame | None:
+        """Seqlock read of the slot: copy, then check that the writer did not move meanwhile."""
+        hdr = self._header
+        for _ in range(50):
+            s1 = int(hdr["seq"][0])
+            if s1 & 1:                       # the child is writing: it never holds this long
+                time.sleep(0.0005)
+                continue
+            seq = s1 // 2
+            if seq == self.last_seq:
+                return None
+            h0 = hdr[0].copy()
+            h, w = int(h0["h"]), int(h0["w"])
             image = np.frombuffer(self.shm.buf[HEADER_BYTES:], np.uint8, h * w * 3).reshape(h, w, 3).copy()
-            skipped = seq - self.last_seq - 1
+            if int(hdr["seq"][0]) != s1:     # overwritten while we copied: take the newer one
+                continue
+            skipped = max(0, seq - self.last_seq - 1)
             self.last_seq = seq
-            self._consumed.value = seq
-            self._cond.notify_all()
+            hdr["consumed"] = seq
+            if self.opts.fast:
+                try:
+                    os.write(self._control.fileno(), b"c")
+                except OSError:
+                    pass
             pts = float(h0["pts"])
             frame = CapturedFrame(image, int(h0["index"]), None if np.isnan(pts) else pts,
                                   float(h0["t_mono"]), float(h0["t_wall"]), skipped)
-        self.skipped_total += skipped
-        return frame
+            self.skipped_total += skipped
+            self.delivered += 1 + skipped
+            self.last_index, self.last_pts = frame.index, frame.pts_s
+            self.decode_errors = self._errors_before + int(h0["decode_errors"])
+            return frame
+        return None
+
+    # ---- shutdown -------------------------------------------------------------------------
+    def _close_pipes(self) -> None:
+        for conn in (getattr(self, "_notify", None), getattr(self, "_events", None),
+                     getattr(self, "_control", None)):
+            if conn is not None:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        self._notify = self._events = self._control = None
 
     def close(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self.proc.pid is not None:
-            self.proc.join(timeout=3)
+        """Stop and join the capture process (bounded: stop request, then SIGTERM, then SIGKILL)."""
+        self._closing = True
+        self._restart_at = None
+        if self.proc is not None and self.proc.pid is not None:
+            if self._control is not None:
+                try:
+                    os.write(self._control.fileno(), b"q")
+                except OSError:
+                    pass
+            self.proc.join(timeout=CLOSE_TIMEOUT_S)
             if self.proc.is_alive():
-                self.proc.terminate()
-                self.proc.join(timeout=2)
-            if self.proc.is_alive():
-                self.proc.kill()
-                self.proc.join()
-        self.poll_events()
-        self.events.close()
-        self.events.join_thread()
+                self.proc.kill()              # it ignores SIGTERM by design
+                self.proc.join(timeout=CLOSE_TIMEOUT_S)
+            if self._events is not None:
+                self._drain_events()
+                self._pending.clear()
+        self._close_pipes()
         self._header = None
         try:
             self.shm.close()

@@ -176,6 +176,8 @@ def run_many(args, sources: list[str]) -> int:
     ids = stream_ids(args.stream_id, len(sources))
     cfgs = [replace(pipeline_config(args, src), stream_id=sid) for src, sid in zip(sources, ids)]
     ms = MultiStream(cfgs)
+    from .commands.run import install_stop_signals
+    install_stop_signals(*ms.pipelines)      # SIGTERM/SIGHUP/SIGINT end every stream cleanly
     if not args.quiet:
         print(f"sonoplane: {len(sources)} sources -> {ms.address} as streams {', '.join(ids)} "
               f"(model {ms.classifier.info.model_id}, one session, cross-stream batching)", file=sys.stderr)
@@ -187,6 +189,11 @@ def run_many(args, sources: list[str]) -> int:
         b = ms.batching
         sizes = ", ".join(f"{n} frame{'s' if n > 1 else ''}: {c}" for n, c in sorted(b.batch_sizes.items()))
         print(f"--- model: {b.frames} frames in {b.calls} session calls ({sizes})")
+    stopped = next((s.stopped_by for s in summaries if s is not None and s.stopped_by), None)
+    if stopped:
+        import signal
+        print(f"sonoplane: stopped by {stopped}", file=sys.stderr)
+        return 128 + int(signal.Signals[stopped])
     errors = [s.error for s in summaries if s is not None and s.error]
     if errors:
         raise UserError("; ".join(errors))

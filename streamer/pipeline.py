@@ -6,9 +6,11 @@ newest frame.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +28,12 @@ from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
 from engines.preprocess import Preprocessor
 from .publish import DEFAULT_ADDRESS, Publisher
+from .runstats import LatencyHistogram
 from .smoothing import LabelSmoother, OpenSetGate, SmoothingConfig, smoothing_clock
 
 STATUS_EVERY_S = 1.0
+STALL_AFTER_S = 1.0     # a live source with no frame for this long is reported `stalled`
+TIMELINE_KEEP = 1000
 
 
 @dataclass
@@ -50,6 +55,7 @@ class PipelineConfig:
     size: str | None = None
     reconnect: bool = True
     open_timeout_s: float = 5.0
+    open_deadline_s: float | None = None     # live: give up when not open after this long (--open-timeout)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     redact: bool = True                      # blank burned-in text in every image that leaves the process
     open_set: bool = True                    # reject non-standard views when the model has open-set
@@ -64,16 +70,21 @@ class RunSummary:
     skipped: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0
-    latency_ms: list = field(default_factory=list)   # capture -> publish per result
-    timeline: list = field(default_factory=list)     # (t_s, plane, label)
+    # Bounded (a run may last all day): a fixed-bin histogram and the last TIMELINE_KEEP segments.
+    latency_ms: LatencyHistogram = field(default_factory=LatencyHistogram)   # capture -> publish
+    timeline: deque = field(default_factory=lambda: deque(maxlen=TIMELINE_KEEP))   # (t_s, plane, label)
+    segments: int = 0            # timeline segments in all (the deque keeps the last ones)
+    decode_errors: int = 0       # damaged packets skipped by the capture
+    restarts: int = 0            # capture processes restarted after dying
     end_state: str = ""
     error: str | None = None
+    stopped_by: str | None = None   # signal name when a signal ended the run
 
     def percentiles(self) -> dict[str, float]:
         if not self.latency_ms:
             return {}
-        a = np.asarray(self.latency_ms)
-        return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+        h = self.latency_ms
+        return {"p50": h.quantile(0.5), "p99": h.quantile(0.99), "max": h.max}
 
     def format(self) -> str:
         pct = self.percentiles()
@@ -81,14 +92,18 @@ class RunSummary:
         lines = [
             f"source        {self.source}",
             f"model         {self.model}",
-            f"frames        {self.frames_seen} delivered, {self.classified} classified, {self.skipped} skipped",
+            f"frames        {self.frames_seen} delivered, {self.classified} classified, {self.skipped} skipped"
+            + (f", {self.decode_errors} damaged packets skipped" if self.decode_errors else "")
+            + (f", {self.restarts} capture restarts" if self.restarts else ""),
             f"throughput    {fps:.1f} classified frames/s over {self.wall_s:.1f} s; "
             f"CPU {self.cpu_s / self.wall_s if self.wall_s else 0:.2f} cores (this process + capture)",
         ]
         if pct:
             lines.append(f"latency       capture->publish p50 {pct['p50']:.1f} ms, p99 {pct['p99']:.1f} ms, "
                          f"max {pct['max']:.1f} ms")
-        lines.append("timeline      (smoothed label segments)")
+        dropped = self.segments - len(self.timeline)
+        lines.append("timeline      (smoothed label segments" + (f"; the last {len(self.timeline)} of {self.segments})"
+                                                                  if dropped > 0 else ")"))
         for t, plane, label in self.timeline:
             lines.append(f"  {t:7.2f} s  {plane:<10} {label or ''}")
         if self.error:
@@ -159,6 +174,12 @@ class Pipeline:
         self.exam_report: Path | None = None
         self._outgoing: tuple[int, np.ndarray] | None = None
         self.stop = threading.Event()   # set from another thread to end run() (multistream)
+        self.stop_signal: int | None = None     # set by request_stop (SIGINT/SIGTERM/SIGHUP handler)
+
+    def request_stop(self, signum: int) -> None:
+        """End the run cleanly at the next loop turn (safe to call from a signal handler)."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
 
     def run(self) -> RunSummary:
         cfg = self.cfg
@@ -172,29 +193,41 @@ class Pipeline:
             self.exam.attach(self.publisher)   # sees exactly the results and images that go out
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
-                              max_frames=cfg.max_frames)
+                              max_frames=cfg.max_frames, open_deadline_s=cfg.open_deadline_s)
         t_start, cpu_start = time.monotonic(), _cpu_seconds()
         recent: list[float] = []
-        last_status = 0.0
+        last_status = last_frame = time.monotonic()
+        cap = None
         try:
             with CaptureProcess(opts) as cap:
-                while not self.stop.is_set():
+                while not self.stop.is_set() and self.stop_signal is None:
                     for state, message in cap.poll_events():
                         self._status(cap, state, message, summary)
                     frame = cap.next_frame(timeout_s=0.1)
-                    if frame is None:
-                        if cap.finished:
-                            break
-                        now = time.monotonic()
-                        if now - last_status >= STATUS_EVERY_S and cap.state != "live":
-                            self._status(cap, cap.state, cap.state_message, summary)
-                            last_status = now
-                        continue
-                    self._process(frame, cap, summary, recent)
+                    now = time.monotonic()
+                    if frame is not None:
+                        last_frame = now
+                        self._process(frame, cap, summary, recent)
+                    elif cap.finished:
+                        break
+                    if now - last_status >= STATUS_EVERY_S:   # a heartbeat every second, whatever the state
+                        stalled = cap.state == "live" and now - last_frame > STALL_AFTER_S
+                        self._status(cap, "stalled" if stalled else cap.state,
+                                     f"no frame for {now - last_frame:.1f} s" if stalled else cap.state_message,
+                                     summary, heartbeat=True)
+                        last_status = now
                 summary.end_state = cap.state
                 if cap.state == "error":
                     summary.error = cap.error
+                summary.decode_errors, summary.restarts = cap.decode_errors, cap.restarts
         finally:
+            if self.stop_signal is not None:
+                summary.stopped_by = signal.Signals(self.stop_signal).name
+            if cap is not None:   # the last word, marked final: subscribers know the run is over
+                final_state = cap.state if cap.finished else "ended"
+                message = (f"stopped by {summary.stopped_by}" if summary.stopped_by
+                           else cap.state_message or final_state)
+                self._status(cap, final_state, message, summary, final=True)
             summary.wall_s = time.monotonic() - t_start
             summary.cpu_s = _cpu_seconds() - cpu_start
             if self.exam is not None:
@@ -204,16 +237,22 @@ class Pipeline:
             self.crop.close()
         return summary
 
-    def _status(self, cap: CaptureProcess, state: str, message: str, summary: RunSummary) -> None:
+    def _status(self, cap: CaptureProcess, state: str, message: str, summary: RunSummary,
+                final: bool = False, heartbeat: bool = False) -> None:
         self.publisher.status({"state": state, "message": message, "source": self._source(cap),
                                "t_mono": time.monotonic(), "t_wall": time.time(),
-                               "frames": summary.frames_seen, "skipped_total": cap.skipped_total})
-        if state == "reconnecting" and message:
+                               "frames": summary.frames_seen, "skipped_total": cap.skipped_total,
+                               "decode_errors": cap.decode_errors, "restarts": cap.restarts,
+                               "final": final})
+        if state in ("reconnecting", "connecting") and message and not heartbeat:
             self.log(f"source {state}: {message}", file=sys.stderr)
 
-    def _source(self, cap: CaptureProcess) -> dict:
-        return {"state": cap.state, **{k: cap.source_info.get(k) for k in
-                                       ("url", "width", "height", "fps", "pix_fmt")}}
+    def _source(self, cap: CaptureProcess, image: np.ndarray | None = None) -> dict:
+        src = {"state": cap.state, **{k: cap.source_info.get(k) for k in
+                                      ("url", "width", "height", "fps", "pix_fmt")}}
+        if image is not None:   # the frame's own size: right from the first frame after a change
+            src["height"], src["width"] = image.shape[:2]
+        return src
 
     def _process(self, frame, cap: CaptureProcess, summary: RunSummary, recent: list[float]) -> None:
         t_cap = frame.t_capture_mono
@@ -267,7 +306,7 @@ class Pipeline:
                       "stale": cap.state != "live", "open_set_reject": reject},
             "open_set": open_set,
             "anomaly": anomaly, "skipped_total": cap.skipped_total,
-            "skipped_since_last": frame.skipped_since_last, "source": self._source(cap),
+            "skipped_since_last": frame.skipped_since_last, "source": self._source(cap, frame.image),
             "crop": rect.as_list(), "fps": float(len(recent)),
             "cam": small_cam(cam, info.labels, state.label),
             "t_media": t_media,
@@ -280,6 +319,7 @@ class Pipeline:
             self.publisher.frame(self.outgoing_image(roi, frame.index), frame.index, t_cap, rect.as_list())
         summary.latency_ms.append((t_pub - t_cap) * 1e3)
         if state.changed or not summary.timeline:
+            summary.segments += 1
             t_rel = frame.pts_s if frame.pts_s is not None else t_cap
             summary.timeline.append((round(t_rel, 2), state.plane, state.label))
 

@@ -28,7 +28,7 @@ RESULT_FIELDS = (
     "skipped_since_last", "source", "crop",
 )
 FLAG_NAMES = ("uncertain", "none", "frozen", "stale")
-SOURCE_STATES = ("connecting", "live", "reconnecting", "ended", "error")
+SOURCE_STATES = ("connecting", "live", "stalled", "reconnecting", "ended", "error")
 
 
 class SchemaError(ValueError):

@@ -21,6 +21,7 @@ import numpy as np
 
 from engines.errors import SourceError
 
+MAX_CONSECUTIVE_ERRORS = 500   # damaged packets in a row (about 15 s of 30 fps video) before giving up
 NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "srt", "tcp", "http", "https", "rtmp")
 
 
@@ -76,6 +77,8 @@ class PyAVSource:
         url = spec
         if kind == "file":
             path = Path(spec[7:] if spec.startswith("file://") else spec)
+            if path.is_dir():
+                raise SourceError(f"{path} is a directory, not a video file")
             if not path.exists():
                 raise SourceError(f"video file not found: {path}")
             if not path.is_file():
@@ -103,7 +106,7 @@ class PyAVSource:
         except av.error.FileNotFoundError:
             raise SourceError(f"cannot open {spec}: not found") from None
         except av.error.ExitError:
-            raise SourceError(f"cannot open {spec}: timed out after {open_timeout_s:.0f} s (no data)") from None
+            raise SourceError(f"cannot open {spec}: no data within {open_timeout_s:g} s") from None
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"cannot open {spec}: {_reason(exc)}") from None
         if not self.container.streams.video:
@@ -116,24 +119,67 @@ class PyAVSource:
         self.info = SourceInfo(url=spec, kind=kind, width=ctx.width or 0, height=ctx.height or 0,
                                fps=float(rate) if rate else 0.0,
                                pix_fmt=str(ctx.pix_fmt or (pix_fmt or "?")), live=kind != "file")
-        self.decode_errors = 0
+        self.decode_errors = 0          # damaged packets skipped
+        self.read_timeout_s = read_timeout_s
+        self._skip_until_pts: float | None = None
+
+    def seek_after(self, pts_s: float) -> None:
+        """Resume after the frame at pts_s (a restarted capture of a file)."""
+        try:
+            self.container.seek(int(pts_s / self.stream.time_base), stream=self.stream, backward=True)
+        except Exception:
+            pass                        # not seekable: decode from the start and skip
+        self._skip_until_pts = pts_s
 
     def frames(self) -> Iterator[SourceFrame]:
+        """Decoded frames. A damaged packet is skipped and counted (decode_errors); only a long
+        run of damage (MAX_CONSECUTIVE_ERRORS packets without one good frame) ends the source."""
         import av
 
         index = 0
+        consecutive = 0
         tb = self.stream.time_base
-        try:
-            for frame in self.container.decode(self.stream):
+        demux = self.container.demux(self.stream)
+
+        def damaged(exc) -> None:
+            nonlocal consecutive, demux
+            self.decode_errors += 1
+            consecutive += 1
+            if consecutive > MAX_CONSECUTIVE_ERRORS:
+                raise SourceError(f"{self.spec}: unreadable after {index} frames "
+                                  f"({self.decode_errors} damaged packets): {_reason(exc)}") from None
+
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.EOFError:
+                break
+            except av.error.ExitError:
+                raise SourceError(f"{self.spec}: no data for {self.read_timeout_s:g} s "
+                                  f"(the source stopped sending)") from None
+            except av.error.FFmpegError as exc:
+                damaged(exc)
+                demux = self.container.demux(self.stream)   # carry on from where the reader is
+                continue
+            try:
+                decoded = packet.decode()
+            except av.error.EOFError:
+                break
+            except av.error.FFmpegError as exc:
+                damaged(exc)
+                continue
+            for frame in decoded:
                 pts = float(frame.pts * tb) if frame.pts is not None and tb else None
+                if self._skip_until_pts is not None:
+                    if pts is not None and pts <= self._skip_until_pts + 1e-6:
+                        continue
+                    self._skip_until_pts = None
+                consecutive = 0
                 yield SourceFrame(frame.to_ndarray(format="bgr24"), index, pts, str(frame.format.name))
                 index += 1
-        except av.error.EOFError:
-            return
-        except av.error.FFmpegError as exc:
-            raise SourceError(f"{self.spec}: decoding failed after {index} frames "
-                              f"(corrupt or truncated?): {_reason(exc)}") from None
-        if index == 0 and self.kind == "file":
+        if index == 0 and self.kind == "file" and self._skip_until_pts is None:
             raise SourceError(f"{self.spec}: no decodable video frames (corrupt or truncated file?)")
 
     def close(self) -> None:
@@ -157,6 +203,7 @@ class OpenCVSource:
             w, h = (int(v) for v in size.lower().split("x"))
             self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
             self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+        self.decode_errors = 0
         self.info = SourceInfo(url=spec, kind="camera", width=int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                                height=int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                                fps=float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0), pix_fmt="bgr24", live=True)
@@ -169,6 +216,9 @@ class OpenCVSource:
                 raise SourceError(f"camera {self.spec}: read failed")
             yield SourceFrame(image, index, None, "bgr24")
             index += 1
+
+    def seek_after(self, pts_s: float) -> None:
+        pass
 
     def close(self) -> None:
         self.cap.release()

@@ -25,7 +25,9 @@ def check(proc, *words):
     ("/dev/video99", ("/dev/video99",)),
 ])
 def test_bad_sources(source, words):
-    check(run_cli("run", "--source", source, "--publish", f"tcp://127.0.0.1:{free_port()}", tag=TAG), *words)
+    # A live source (the V4L2 device) is waited for forever by default: --open-timeout bounds it.
+    check(run_cli("run", "--source", source, "--publish", f"tcp://127.0.0.1:{free_port()}",
+                  "--open-timeout", "1", tag=TAG), *words)
     assert no_capture_left()
 
 

@@ -1,6 +1,7 @@
 """`sonoplane run`: a video source through the whole pipeline, results published over ZeroMQ."""
 from __future__ import annotations
 
+import signal
 import sys
 
 from engines.errors import UserError
@@ -27,6 +28,9 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--pix-fmt", help="V4L2 input pixel format, e.g. mjpeg, yuyv422")
     p.add_argument("--size", help="V4L2/camera capture size, e.g. 1920x1080")
     p.add_argument("--no-reconnect", action="store_true", help="live sources: exit instead of reconnecting")
+    p.add_argument("--open-timeout", type=float, metavar="S",
+                   help="live sources: give up (exit 2) when the source has not opened after S seconds "
+                        "(default: wait forever, status `connecting` every second)")
     p.add_argument("--redact", choices=("on", "off"), default="on",
                    help="blank burned-in text (patient name, dates, UI) in every image published "
                         "(default on; off for research use only)")
@@ -43,6 +47,8 @@ def pipeline_config(args, source: str):
     if kind == "file":
         from pathlib import Path
         path = Path(source[7:] if source.startswith("file://") else source)
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not a video file")
         if not path.is_file():
             raise UserError(f"video file not found: {path}")
     if args.frames_fps < 0:
@@ -55,12 +61,27 @@ def pipeline_config(args, source: str):
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
                           max_frames=args.max_frames,
                           pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect,
-                          redact=args.redact == "on", open_set=not getattr(args, "no_open_set", False))
+                          redact=args.redact == "on", open_set=not getattr(args, "no_open_set", False),
+                          open_deadline_s=args.open_timeout)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def install_stop_signals(*pipelines) -> None:
+    """SIGINT (Ctrl-C), SIGTERM (systemd, docker stop) and SIGHUP (terminal closed) all end the
+    run the same clean way: the loop stops, --record is flushed, a final status is published, the
+    socket is closed and the capture process joined. Exit status 128 + the signal number."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: [p.request_stop(signum) for p in pipelines])
 
 
 def finish(summary, quiet: bool) -> int:
     if not quiet and summary.classified:
         print(summary.format())
+    if summary.stopped_by:
+        print(f"sonoplane: stopped by {summary.stopped_by}", file=sys.stderr)
+        return 128 + int(signal.Signals[summary.stopped_by])
     if summary.error:
         raise UserError(summary.error)
     return 0
@@ -76,6 +97,7 @@ def main(args) -> int:
         return run_many(args, sources)
     cfg = pipeline_config(args, sources[0])
     pipeline = Pipeline(cfg, log=print)
+    install_stop_signals(pipeline)
     attach_exam(pipeline, args)
     if not args.quiet:
         print(f"sonoplane: {cfg.source} -> {cfg.publish} (model {pipeline.classifier.info.model_id}, "
