@@ -96,3 +96,35 @@ def test_refit_on_training_patients_writes_metadata(tmp_path):
     assert fit["components"] == 32 and fit["fit_images"] > 500
     # The threshold is the training fetal-plane 0.99 quantile: about 1 % of them are above it.
     assert 0.0 < fit["train_fetal_rejected"] <= 0.02
+
+
+def test_curve_on_a_recorded_sweep_replays_the_gate(tmp_path):
+    """tools/open_set_curve.py --results: a recording whose Other stretch is called femur with a large
+    distance: with open-set off all of it is shown as femur, at the model's threshold none of it."""
+    thr = PlaneClassifier("planes_lite0").info.open_set["threshold"]
+    rows, results = [], []
+    for i in range(180):                          # 3 s brain, 3 s Other at 30 fps
+        other = i >= 90
+        rows.append({"frame": i, "t_s": f"{i / 30:.4f}", "kind": "stable",
+                     "plane": "Other" if other else "Fetal brain", "brain_plane": "", "source": "x"})
+        topk = [["Femur", 0.9, "femur"], ["Other", 0.05, "other"], ["Thorax", 0.02, "thorax"]] if other else \
+            [["Brain (Tt.)", 0.9, "brain"], ["Brain (Tv.)", 0.05, "brain"], ["Femur", 0.02, "femur"]]
+        results.append({"kind": "result", "frame": i, "t_capture_mono": 100 + i / 300, "topk": topk,
+                        "open_set": 3 * thr if other else 0.3 * thr, "flags": {"frozen": False},
+                        "skipped_total": 0, "plane": "x", "confidence": 0.0, "model": {"id": "planes_lite0"}})
+    rec, gt = tmp_path / "rec.jsonl", tmp_path / "gt.csv"
+    rec.write_text("\n".join(json.dumps(r) for r in results))
+    with open(gt, "w", newline="") as f:
+        import csv
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "curve.json"
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_curve.py"), "--results", str(rec),
+                        "--labels", str(gt), "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    curve = {r["factor"]: r for r in json.loads(out.read_text())["sweeps"]}
+    assert curve[None]["nonstandard_shown_fetal"] > 0.9          # off: the Other stretch is "femur"
+    # Shipped threshold: never femur; only the shown brain decaying over its first ~0.1 s (3 of 90 frames).
+    assert curve[1.0]["nonstandard_shown_fetal"] <= 0.05
+    assert curve[1.0]["four_plane_stable_accuracy"] > 0.9        # brain still shown (distance below threshold)

@@ -33,7 +33,7 @@ FETAL = ("brain", "abdomen", "femur", "thorax")
 FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, None)   # None: open-set off
 
 
-def stills(model: str, data: str, threads: int) -> list[dict]:
+def stills(model: str, data: str, threads: int, gate_model: str | None = None) -> list[dict]:
     from engines import data as D
     from streamer.infer import PlaneClassifier
     clf = PlaneClassifier(model, threads=threads)
@@ -42,12 +42,16 @@ def stills(model: str, data: str, threads: int) -> list[dict]:
         raise SystemExit(f"{model}: no open-set fit in this model (python -m engines open-set --model ...)")
     samples = D.load_index(data)
     _, val = D.split_samples(samples, D.read_val_patients())
-    truth, pred, dist = [], [], []
+    gate = PlaneClassifier(gate_model, threads=threads) if gate_model else None
+    truth, pred, dist, background = [], [], [], []
     for s in val:
-        p = clf.predict(D.runtime_roi(D.read_frame(s)))
+        roi = D.runtime_roi(D.read_frame(s))
+        p = clf.predict(roi)
         truth.append(s.coarse)
         pred.append(p.plane)
         dist.append(p.open_set)
+        if gate is not None:     # SonoNet16's Background class ("other") as a second opinion
+            background.append(gate.predict(roi).plane == "other")
     truth, pred, dist = np.array(truth), np.array(pred), np.array(dist)
     fetal, nonstd = np.isin(truth, FETAL), ~np.isin(truth, FETAL)
     print(f"{model}: validation stills {len(val)} ({fetal.sum()} of the four fetal planes, {nonstd.sum()} non-standard: "
@@ -64,6 +68,17 @@ def stills(model: str, data: str, threads: int) -> list[dict]:
                      "nonstandard": int(nonstd.sum()), "fetal_rejected": float(rej[fetal].mean())})
         name = "off" if thr is None else f"{thr:.1f}" + (" *" if f == 1.0 else "")
         print(f"{name:>12} {acc:>15.3f} {k:>14d} / {nonstd.sum():<3d} {rej[fetal].mean():>15.3f}")
+    if gate is not None:
+        bg = np.array(background)
+        for name, rej in ((f"{gate_model} Background gate", bg),
+                          (f"open-set * or {gate_model} Background", bg | (dist > cfg["threshold"]))):
+            shown = np.where(rej, "uncertain", pred)
+            acc = float((shown[fetal] == truth[fetal]).mean())
+            k = int(np.isin(shown[nonstd], FETAL).sum())
+            rows.append({"gate": name, "four_plane_acc": acc, "nonstandard_shown_fetal": k,
+                         "nonstandard": int(nonstd.sum()), "fetal_rejected": float(rej[fetal].mean())})
+            print(f"{name}: four-plane acc {acc:.3f}, non-std shown fetal {k} / {nonstd.sum()}, "
+                  f"fetal rejected {rej[fetal].mean():.3f}")
     return rows
 
 
@@ -136,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="default: planes_lite0 (stills) / the recorded model (sweeps)")
     ap.add_argument("--release", type=float, default=None, help="sweeps: hysteresis release (default: the model's)")
     ap.add_argument("--data", default=None, help="FETAL_PLANES_DB folder (default ../shared/data/fetal_planes)")
+    ap.add_argument("--gate-model", default=None,
+                    help="stills: also score a second model's Background/other answer as a gate (e.g. sononet16)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -146,7 +163,8 @@ def main(argv=None) -> int:
     report = {}
     if args.stills:
         from engines import data as D
-        report["stills"] = stills(args.model or "planes_lite0", args.data or str(D.DEFAULT_DATA), args.threads)
+        report["stills"] = stills(args.model or "planes_lite0", args.data or str(D.DEFAULT_DATA), args.threads,
+                                  args.gate_model)
     if args.results:
         report["sweeps"] = sweeps(args.results, args.labels, args.model, args.release)
     if args.json:
