@@ -24,6 +24,10 @@ import numpy as np
 from engines.planes import COARSE_PLANES, NO_IMAGE, UNCERTAIN
 
 
+# Planes an open-set rejection does not contradict: the model's own non-fetal answers.
+OPEN_SET_KEEPS = ("other", "cervix")
+
+
 @dataclass(frozen=True)
 class SmoothingConfig:
     # Tuned with tools/tune_smoothing.py on validation-patient sweeps (docs/smoothing.md): against the
@@ -94,6 +98,8 @@ class LabelSmoother:
         self.to_plane = np.zeros((len(self.labels), len(self.planes)), np.float32)
         for i, label in enumerate(self.labels):
             self.to_plane[i, self.planes.index(coarse_map.get(label, "other"))] = 1.0
+        self.open_set_keeps = np.array([coarse_map.get(label, "other") in OPEN_SET_KEEPS
+                                        for label in self.labels], np.float32)
         self.reset()
 
     def reset(self) -> None:
@@ -126,8 +132,10 @@ class LabelSmoother:
 
     def update(self, probs: np.ndarray | None, t: float, blank: bool = False,
                frozen: bool = False, reject: bool = False) -> SmoothedState:
-        """reject: the open-set gate says this frame is no standard plane; it counts as evidence for
-        no plane at all, so a shown plane decays to `uncertain` and none can enter."""
+        """reject: the open-set gate says this frame is no standard fetal plane; its fetal-plane
+        probabilities count as zero (a shown fetal plane decays to `uncertain`, none can enter), while
+        the model's own `other` / `cervix` probability is kept, so a view it recognises as other is still
+        shown as other."""
         cfg = self.config
         if self.last_t is not None and (t - self.last_t > cfg.gap_reset_s or t < self.last_t):
             last = self._last_state
@@ -147,7 +155,8 @@ class LabelSmoother:
 
         probs = np.asarray(probs, np.float32)
         if reject:
-            probs = np.zeros_like(probs)
+            # No evidence for any fetal plane; the model's own "other" / "cervix" answer stands.
+            probs = probs * self.open_set_keeps
         plane_p = probs @ self.to_plane
         if self.ema_plane is None:
             self.ema_plane, self.ema_fine = plane_p, probs.copy()

@@ -35,6 +35,16 @@ def test_rejected_frames_turn_a_shown_plane_uncertain_and_none_can_enter():
     assert s[-1].plane == "brain"
 
 
+def test_a_rejected_view_the_model_calls_other_is_still_shown_as_other():
+    labels = ["Brain (Tt.)", "Femur", "Other"]
+    coarse = {"Brain (Tt.)": "brain", "Femur": "femur", "Other": "other"}
+    sm = LabelSmoother(labels, coarse)
+    s, t = feed(sm, np.array([0.05, 0.05, 0.9]), 1.0, 30, reject=True)
+    assert s[-1].plane == "other"
+    s, _ = feed(sm, np.array([0.05, 0.85, 0.1]), 1.0, 30, t, reject=True)
+    assert all(x.plane in ("other", "uncertain") for x in s)      # never femur while rejected
+
+
 def test_in_graph_distance_matches_numpy_on_the_embedding():
     import onnx
     import onnxruntime as ort
