@@ -10,7 +10,7 @@ import sys
 from engines.errors import UserError
 
 # Subcommand modules, in the order `sonoplane --help` lists them.
-COMMANDS = ("demo", "run", "overlay", "report", "classify", "models", "engine")
+COMMANDS = ("demo", "run", "check", "overlay", "report", "classify", "models", "engine")
 
 
 def build_parser() -> argparse.ArgumentParser:

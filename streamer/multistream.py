@@ -129,7 +129,7 @@ class MultiStream:
         self.classifier.backend = self.batching
         self.pipelines = [Pipeline(cfg, log=log, classifier=self.classifier) for cfg in cfgs]
         owner = Publisher(first.publish, first.stream_id, first.send_frames, record_path(first.record, first.stream_id),
-                          frames_fps=first.frames_fps, frames_worker=True)
+                          frames_fps=first.frames_fps, frames_worker=True, security=first.security())
         self.pipelines[0].publisher = owner
         for p in self.pipelines[1:]:
             p.publisher = Publisher.sharing(owner, p.cfg.stream_id, record_path(p.cfg.record, p.cfg.stream_id),

@@ -58,6 +58,13 @@ class PipelineConfig:
     open_deadline_s: float | None = None     # live: give up when not open after this long (--open-timeout)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     redact: bool = True                      # blank burned-in text in every image that leaves the process
+    curve_secret: str | None = None          # --publish beyond loopback: CURVE key pair file (netsec)
+    curve_clients: str | None = None         # ... and the allowed client public keys
+    insecure: bool = False                   # --publish beyond loopback without CURVE
+
+    def security(self) -> dict:
+        return {"curve_secret": self.curve_secret, "curve_clients": self.curve_clients,
+                "insecure": self.insecure}
     open_set: bool = True                    # reject non-standard views when the model has open-set
 
 
@@ -176,6 +183,11 @@ class Pipeline:
         self.stop = threading.Event()   # set from another thread to end run() (multistream)
         self.stop_signal: int | None = None     # set by request_stop (SIGINT/SIGTERM/SIGHUP handler)
 
+    def open_publisher(self) -> Publisher:
+        cfg = self.cfg
+        return Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record,
+                         frames_fps=cfg.frames_fps, frames_worker=True, security=cfg.security())
+
     def request_stop(self, signum: int) -> None:
         """End the run cleanly at the next loop turn (safe to call from a signal handler)."""
         if self.stop_signal is None:
@@ -185,8 +197,7 @@ class Pipeline:
         cfg = self.cfg
         summary = RunSummary(source=cfg.source, model=f"{self.classifier.info.model_id} ({cfg.backend})")
         if self.publisher is None:
-            self.publisher = Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record,
-                                       frames_fps=cfg.frames_fps, frames_worker=True)
+            self.publisher = self.open_publisher()
         if self.publisher.frames is not None and self.exam is None:
             self.publisher.frames.prepare = self.outgoing_image     # redaction on the frames worker
         if self.exam is not None:

@@ -12,16 +12,18 @@ from engines.downscale import downscale_to_width
 
 from . import schema
 from .frames_topic import FramesWorker
+from .netsec import bind_publisher
 from engines.errors import UserError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 FRAME_MAX_WIDTH = 640
+CLOSE_LINGER_MS = 1000
 
 
 class Publisher:
     def __init__(self, address: str = DEFAULT_ADDRESS, stream: str = "0", send_frames: bool = True,
                  record_path: str | None = None, frames_fps: float | None = None,
-                 frames_worker: bool = False):
+                 frames_worker: bool = False, security: dict | None = None):
         self.stream = stream
         self.send_frames = send_frames
         self.ctx = zmq.Context.instance()
@@ -31,12 +33,11 @@ class Publisher:
         # that want only the newest use CONFLATE, which drains the queue continuously.
         self.sock.setsockopt(zmq.SNDHWM, 200)
         self.sock.setsockopt(zmq.LINGER, 200)
-        try:
-            self.sock.bind(address)
-        except zmq.ZMQError as exc:
+        try:   # validated (port range, loopback or CURVE/--insecure: streamer/netsec.py), then bound
+            self.address = bind_publisher(self.sock, address, **(security or {}))
+        except UserError:
             self.sock.close(0)
-            raise UserError(f"cannot publish on {address}: {exc}") from None
-        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            raise
         self.record = open(record_path, "w") if record_path else None
         self.sent = 0
         # ZeroMQ sockets are not thread-safe: the frames worker sends under this lock too.
@@ -111,8 +112,8 @@ class Publisher:
         with owner.send_lock:
             owner._users = getattr(owner, "_users", 1) - 1
             last = owner._users == 0
-        if last:
-            owner.sock.close()
+        if last:   # linger: the final status still reaches subscribers after close
+            owner.sock.close(linger=CLOSE_LINGER_MS)
 
 
 def _jsonable(x):

@@ -9,6 +9,37 @@ from ..metadata import ModelFileError, ModelInfo, read_model_info
 from . import InferenceOutput
 
 
+def validate_session(session, info: ModelInfo, model_path) -> None:
+    """The graph must match its metadata: input name and shape, logits output of one value per
+    label. Checked at load with one dry run (dynamic dimensions are only known by running), so a
+    wrong model is refused with one line instead of failing at the first frame."""
+    name = Path(model_path).name
+    inputs = {i.name: i for i in session.get_inputs()}
+    if info.input_name not in inputs:
+        raise ModelFileError(f"{name}: metadata names input '{info.input_name}' but the graph's inputs are "
+                             f"{', '.join(inputs) or 'none'}")
+    expected = (info.channels, info.height, info.width)
+    shape = list(inputs[info.input_name].shape)
+    if len(shape) != 4:
+        raise ModelFileError(f"{name}: input '{info.input_name}' has {len(shape)} dimensions, expected 4 (N, C, H, W)")
+    for dim, want, what in zip(shape[1:], expected, ("channels", "height", "width")):
+        if isinstance(dim, int) and dim != want:
+            raise ModelFileError(f"{name}: input {what} is {dim} in the graph but {want} in its metadata")
+    outputs = [o.name for o in session.get_outputs()]
+    if info.logits_output not in outputs:
+        raise ModelFileError(f"{name}: metadata names output '{info.logits_output}' but the graph's outputs are "
+                             f"{', '.join(outputs) or 'none'}")
+    try:
+        logits = session.run([info.logits_output],
+                             {info.input_name: np.zeros((1, *expected), np.float32)})[0]
+    except Exception as exc:
+        raise ModelFileError(f"{name}: a {info.channels}x{info.height}x{info.width} input does not run "
+                             f"({str(exc).splitlines()[0]})") from None
+    if logits.ndim != 2 or logits.shape[1] != len(info.labels):
+        raise ModelFileError(f"{name}: outputs {logits.shape[-1] if logits.ndim else 0} classes "
+                             f"(shape {list(logits.shape)}) but its metadata lists {len(info.labels)} labels")
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -39,6 +70,7 @@ class OnnxRuntimeBackend:
                 f"{model_path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from exc
         self.info: ModelInfo = read_model_info(model_path, session=self.session)
         self.input_name = self.info.input_name
+        validate_session(self.session, self.info, model_path)
         outputs = {o.name for o in self.session.get_outputs()}
         self._names = [self.info.logits_output]
         self._cam = bool(self.info.cam_output and self.info.cam_output in outputs)

@@ -10,6 +10,9 @@ from engines.errors import UserError
 
 
 def main(args) -> int:
+    if args.curve_server_key:
+        from ..overlay import subscriber
+        subscriber.CURVE_SERVER_KEY = args.curve_server_key
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     modes = [m for m in (args.window, args.record, args.web) if m]
@@ -47,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--web", metavar="HOST:PORT", help="serve the overlay page, e.g. 127.0.0.1:8090")
     p.add_argument("--token", help="--web: require ?token=TOKEN on every request (needed beyond loopback)")
     p.add_argument("--insecure", action="store_true", help="--web: allow a non-loopback bind without --token")
+    p.add_argument("--curve-server-key", metavar="FILE",
+                   help="the publisher's CURVE public key file (a publisher bound beyond loopback)")
     p.add_argument("--control", metavar="ADDR",
                    help="--web: the exam control endpoint (default: the one the exam topic announces)")
     p.add_argument("--stale-after", type=float, default=0.5, help="seconds after which a result is shown as STALE")

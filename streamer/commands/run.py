@@ -18,6 +18,13 @@ def add_pipeline_arguments(p) -> None:
                    help="inference threads (default 1: capture needs the other core of a 2-core box)")
     p.add_argument("--crop", help="auto | none | a preset name (default: the model's preset, else auto)")
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address to bind")
+    p.add_argument("--curve-secret", metavar="FILE",
+                   help="--publish beyond loopback: encrypt with ZeroMQ CURVE using this server key pair "
+                        "(python -m streamer.netsec keys DIR); subscribers need its public key")
+    p.add_argument("--curve-clients", metavar="DIR",
+                   help="with --curve-secret: only subscribers whose public key files are in DIR")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow --publish beyond loopback without CURVE (patient images in the clear)")
     p.add_argument("--stream-id", default="0", help="stream id in topics and messages")
     p.add_argument("--record", metavar="FILE.jsonl", help="write every published result as one JSON line")
     p.add_argument("--no-frames", action="store_true", help="do not publish the frames topic")
@@ -62,7 +69,8 @@ def pipeline_config(args, source: str):
                           max_frames=args.max_frames,
                           pix_fmt=args.pix_fmt, size=args.size, reconnect=not args.no_reconnect,
                           redact=args.redact == "on", open_set=not getattr(args, "no_open_set", False),
-                          open_deadline_s=args.open_timeout)
+                          open_deadline_s=args.open_timeout, curve_secret=args.curve_secret,
+                          curve_clients=args.curve_clients, insecure=args.insecure)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -99,8 +107,9 @@ def main(args) -> int:
     pipeline = Pipeline(cfg, log=print)
     install_stop_signals(pipeline)
     attach_exam(pipeline, args)
+    pipeline.publisher = pipeline.open_publisher()      # bound now: the message names the real port
     if not args.quiet:
-        print(f"sonoplane: {cfg.source} -> {cfg.publish} (model {pipeline.classifier.info.model_id}, "
+        print(f"sonoplane: {cfg.source} -> {pipeline.publisher.address} (model {pipeline.classifier.info.model_id}, "
               f"{'fast' if cfg.fast else 'native rate'})", file=sys.stderr)
     code = finish(pipeline.run(), args.quiet)
     if pipeline.exam_report is not None:

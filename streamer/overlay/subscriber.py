@@ -8,6 +8,11 @@ import numpy as np
 import zmq
 
 from .. import schema
+from ..netsec import secure_subscriber
+
+
+# The publisher's CURVE public key file (`sonoplane overlay --curve-server-key`), None: plain.
+CURVE_SERVER_KEY: str | None = None
 
 
 class OverlaySubscriber:
@@ -22,6 +27,7 @@ class OverlaySubscriber:
             sock.setsockopt(zmq.CONFLATE, 1)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SUBSCRIBE, schema.topic(kind, stream))
+            secure_subscriber(sock, CURVE_SERVER_KEY)   # a CURVE publisher beyond loopback
             sock.connect(connect)
             self.poller.register(sock, zmq.POLLIN)
             self.sockets[sock] = kind
