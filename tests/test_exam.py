@@ -108,15 +108,15 @@ def test_cli_refuses_a_view_the_model_cannot_name(tmp_path):
 def test_known_sequence_gives_known_captures(tmp_path):
     s, clock, w = make(tmp_path)
     seq = [result(i, "uncertain") for i in range(10)]
-    # Femur shown for 1.5 s from frame 10: candidates from frame 19 (0.3 s run), the first committed at
-    # frame 33 (0.45 s later); frame 30, the most confident, waits as challenger, then replaces it.
+    # Femur shown for 1.5 s from frame 10: candidates from frame 13 (0.1 s run), the first committed at
+    # frame 27 (0.45 s later); frame 30, the most confident, waits as challenger, then replaces it.
     seq += [result(i, "femur", "Femur", p=0.99 if i == 30 else 0.90) for i in range(10, 55)]
     seq += [result(i, "uncertain") for i in range(55, 60)]
     feed(s, clock, seq)
     assert statuses(s) == {"brain": "pending", "abdomen": "pending", "femur": "captured", "thorax": "pending"}
     femur = s.views[2]
     assert [c.frame for c in femur.captures] == [30]
-    assert femur.first_seen_s == pytest.approx(10 / FPS) and femur.first_captured_s == pytest.approx(33 / FPS)
+    assert femur.first_seen_s == pytest.approx(10 / FPS) and femur.first_captured_s == pytest.approx(27 / FPS)
     w.flush()
     exam = json.loads((tmp_path / "exam.json").read_text())
     best = exam["views"][2]["best"]
@@ -138,7 +138,7 @@ def test_never_captures_from_uncertain_none_frozen_stale_or_short_runs(tmp_path)
     seq += [result(i, "femur", "Femur", p=0.99, source_state="reconnecting") for i in range(80, 120)]
     seq += [result(i, "none") for i in range(120, 160)]
     seq += [result(i, "uncertain", raw="Femur", p=0.99) for i in range(160, 200)]
-    # A run too short to confirm (0.5 s < min_run 0.3 + confirm 0.45), then a raw label that disagrees.
+    # A run too short to confirm (0.5 s < min_run 0.1 + confirm 0.45), then a raw label that disagrees.
     seq += [result(i, "femur", "Femur", p=0.99) for i in range(200, 215)]
     seq += [result(i, "uncertain") for i in range(215, 220)]
     seq += [result(i, "femur", "Femur", p=0.99, raw="Thorax") for i in range(220, 280)]

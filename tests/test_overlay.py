@@ -168,6 +168,7 @@ def _serve(addr, **kw):
     return port, stop, th
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
 def test_exam_page_checklist_controls_and_screenshot(tmp_path, capfd):
     import asyncio

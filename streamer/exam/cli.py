@@ -22,9 +22,9 @@ def add_exam_arguments(p, default_dir: str | None = None, default_exam: str | No
     g.add_argument("--exam-min-probability", type=float, metavar="P",
                    help="calibrated probability of the view a frame needs to be captured (default 0.80)")
     g.add_argument("--exam-dwell", type=float, metavar="S",
-                   help="seconds the view must be stably shown before a frame can be captured (default 0.30)")
+                   help="seconds the view must be stably shown before a frame can be captured (default 0.10)")
     g.add_argument("--exam-confirm", type=float, metavar="S",
-                   help="seconds the view must stay shown after a frame before it is kept (default 0.30)")
+                   help="seconds the view must stay shown after a frame before it is kept (default 0.45)")
     control = default_control or DEFAULT_CONTROL
     g.add_argument("--exam-control", metavar="ADDR", default=control,
                    help=f"operator control endpoint, ZeroMQ REP on loopback (default {control}; 'none' to disable)")
