@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Decode cost of the capture process: PyAV threading modes and the colour conversion, measured.
+
+    python tools/bench_decode.py VIDEO [--frames 300] [--rounds 2] [--json OUT.json]
+
+The capture process (streamer/capture.py, streamer/sources.py) decodes with PyAV and converts each
+frame to BGR before it goes into shared memory. Per variant, over the first --frames frames:
+decode fps and CPU ms per frame (process CPU: FFmpeg's threads included), and the BGR conversion
+alone (PyAV's `to_ndarray(format="bgr24")` through swscale, vs OpenCV's cvtColor from the YUV420p
+planes). Variants are interleaved in rounds. Frame threading decodes several frames at once:
+more throughput, but each frame leaves the decoder (thread_count - 1) frames later.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = [("no threads", "NONE", 1), ("slice, auto count", "SLICE", 0), ("frame, auto count", "FRAME", 0),
+            ("auto (runtime default)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2)]
+
+
+def decode(video: str, thread_type: str, count: int, frames: int) -> tuple[float, float, int]:
+    import av
+    with av.open(video) as c:
+        s = c.streams.video[0]
+        s.thread_type = thread_type
+        if count:
+            s.codec_context.thread_count = count
+        n = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in c.decode(s):
+            n += 1
+            if n >= frames:
+                break
+        return time.perf_counter() - t0, time.process_time() - c0, n
+
+
+def conversions(video: str, frames: int) -> dict[str, list[float]]:
+    import av
+    import cv2
+    out = {"to_ndarray bgr24 (swscale)": [], "cvtColor I420->BGR (OpenCV)": []}
+    with av.open(video) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for k, f in enumerate(c.decode(s)):
+            if k >= frames:
+                break
+            t0 = time.perf_counter()
+            f.to_ndarray(format="bgr24")
+            out["to_ndarray bgr24 (swscale)"].append((time.perf_counter() - t0) * 1e3)
+            if f.format.name == "yuv420p":
+                t0 = time.perf_counter()
+                yuv = f.to_ndarray()          # (h*3/2, w) planar I420, no conversion
+                cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+                out["cvtColor I420->BGR (OpenCV)"].append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("video")
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    if not Path(args.video).is_file():
+        print(f"error: video file not found: {args.video}", file=sys.stderr)
+        return 2
+    import av
+    with av.open(args.video) as c:
+        s = c.streams.video[0]
+        desc = f"{s.codec_context.name} {s.codec_context.width}x{s.codec_context.height} {s.codec_context.pix_fmt} " \
+               f"{float(s.average_rate or 0):g} fps"
+    print(f"{args.video}: {desc}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
+    res = {name: [] for name, _, _ in VARIANTS}
+    for _ in range(args.rounds):
+        for name, tt, count in VARIANTS:
+            res[name].append(decode(args.video, tt, count, args.frames))
+    print("| decoder threading | decode fps | CPU ms per frame | fps ratio |")
+    print("|---|---|---|---|")
+    rows = []
+    ref = None
+    for name, _, _ in VARIANTS:
+        wall = sum(r[0] for r in res[name])
+        cpu = sum(r[1] for r in res[name])
+        n = sum(r[2] for r in res[name])
+        fps = n / wall
+        ref = ref or fps
+        rows.append({"variant": name, "fps": fps, "cpu_ms": 1e3 * cpu / n, "ratio": fps / ref})
+        print(f"| {name} | {fps:.1f} | {1e3 * cpu / n:.2f} | {fps / ref:.2f} |")
+    conv = conversions(args.video, min(args.frames, 120))
+    print("\n| colour conversion | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for name, v in conv.items():
+        if v:
+            print(f"| {name} | {np.percentile(v, 50):.2f} | {np.percentile(v, 99):.2f} |")
+    print(f"load after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"video": args.video, "decode": rows,
+                                               "conversion": {k: v for k, v in conv.items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
