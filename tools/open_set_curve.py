@@ -58,20 +58,32 @@ def stills(model: str, data: str, threads: int, gate_model: str | None = None) -
           f"{(truth == 'other').sum()} Other + {(truth == 'cervix').sum()} cervix); shipped threshold {cfg['threshold']}")
     print(f"{'threshold':>12} {'four-plane acc':>15} {'non-std shown fetal':>20} {'fetal rejected':>15}")
     rows = []
+    per_class = {}
     for f in FACTORS:
         thr = None if f is None else f * cfg["threshold"]
         rej = np.zeros(len(dist), bool) if thr is None else dist > thr
+        rej &= np.isin(pred, FETAL)      # as the runtime: the model's own other / cervix answer stands
         shown = np.where(rej, "uncertain", pred)
         acc = float((shown[fetal] == truth[fetal]).mean())
         k = int(np.isin(shown[nonstd], FETAL).sum())
+        if f in (None, 1.0):    # per class: right = the true plane (other / cervix: anything but a fetal plane)
+            per_class["off" if f is None else "shipped"] = {
+                c: {"n": int((truth == c).sum()),
+                    "right": int(((shown == truth) if c in FETAL else ~np.isin(shown, FETAL))[truth == c].sum())}
+                for c in ("brain", "abdomen", "femur", "thorax", "cervix", "other")}
         rows.append({"factor": f, "threshold": thr, "four_plane_acc": acc, "nonstandard_shown_fetal": k,
                      "nonstandard": int(nonstd.sum()), "fetal_rejected": float(rej[fetal].mean())})
         name = "off" if thr is None else f"{thr:.1f}" + (" *" if f == 1.0 else "")
         print(f"{name:>12} {acc:>15.3f} {k:>14d} / {nonstd.sum():<3d} {rej[fetal].mean():>15.3f}")
+    print("per class, right / n (Other, cervix: right = not shown as a fetal plane):")
+    for c, v in per_class["off"].items():
+        print(f"  {c:<8} off {v['right']:>3d} / {v['n']:<3d}  shipped threshold {per_class['shipped'][c]['right']:>3d} / {v['n']}")
+    rows.append({"per_class": per_class})
     if gate is not None:
         bg = np.array(background)
         for name, rej in ((f"{gate_model} Background gate", bg),
                           (f"open-set * or {gate_model} Background", bg | (dist > cfg["threshold"]))):
+            rej = rej & np.isin(pred, FETAL)
             shown = np.where(rej, "uncertain", pred)
             acc = float((shown[fetal] == truth[fetal]).mean())
             k = int(np.isin(shown[nonstd], FETAL).sum())
