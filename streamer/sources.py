@@ -177,7 +177,7 @@ class PyAVSource:
                         continue
                     self._skip_until_pts = None
                 consecutive = 0
-                yield SourceFrame(to_bgr(frame), index, pts, str(frame.format.name))
+                yield SourceFrame(frame.to_ndarray(format="bgr24"), index, pts, str(frame.format.name))
                 index += 1
         if index == 0 and self.kind == "file" and self._skip_until_pts is None:
             raise SourceError(f"{self.spec}: no decodable video frames (corrupt or truncated file?)")
@@ -231,22 +231,6 @@ def open_source(spec: str, pix_fmt: str | None = None, size: str | None = None,
         return OpenCVSource(spec, size=size)
     return PyAVSource(spec, kind, pix_fmt=pix_fmt, size=size, open_timeout_s=open_timeout_s,
                       read_timeout_s=read_timeout_s)
-
-
-_BT601_OR_UNTAGGED = (2, 5, 6)      # AVColorSpace: unspecified, BT470BG, SMPTE170M
-
-
-def to_bgr(frame) -> np.ndarray:
-    """A decoded PyAV frame as HxWx3 BGR uint8. YUV420p (what H.264 streams carry) goes through
-    OpenCV's SIMD conversion, ~1.35x faster than PyAV's swscale `bgr24` here (tools/bench_decode.py;
-    both BT.601 limited range, they differ by ~1 grey level of rounding). Anything else (other
-    formats, full range, BT.709-tagged streams) through swscale, which honours the tags."""
-    if (frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
-            and getattr(frame, "color_range", 0) != 2            # 2: JPEG / full range
-            and getattr(frame, "colorspace", 2) in _BT601_OR_UNTAGGED):
-        import cv2
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
-    return frame.to_ndarray(format="bgr24")
 
 
 def _reason(exc: BaseException) -> str:

@@ -164,25 +164,3 @@ def test_run_rejects_negative_frames_fps():
     r = run_cli("run", "--source", "streamer/assets/sample_scan.mp4", "--frames-fps", "-1")
     assert r.returncode != 0 and "--frames-fps" in r.stderr and "Traceback" not in r.stderr
 
-
-def test_yuv420p_frames_convert_to_bgr_like_swscale(tmp_path):
-    import av
-
-    from streamer.sources import to_bgr
-    path = tmp_path / "c.mp4"
-    rng = np.random.default_rng(3)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
-        base = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), np.uint8), (0, 0), 3)
-        for k in range(5):
-            f = av.VideoFrame.from_ndarray(np.roll(base, k, axis=1), format="bgr24")
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            a, b = to_bgr(f), f.to_ndarray(format="bgr24")
-            assert a.shape == b.shape == (240, 320, 3) and a.dtype == np.uint8
-            assert np.abs(a.astype(int) - b).mean() < 1.5 and np.abs(a.astype(int) - b).max() <= 4

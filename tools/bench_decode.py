@@ -7,7 +7,9 @@ The capture process (streamer/capture.py, streamer/sources.py) decodes with PyAV
 frame to BGR before it goes into shared memory. Per variant, over the first --frames frames:
 decode fps and CPU ms per frame (process CPU: FFmpeg's threads included), and the BGR conversion
 alone (PyAV's `to_ndarray(format="bgr24")` through swscale, vs OpenCV's cvtColor from the YUV420p
-planes). Variants are interleaved in rounds. Frame threading decodes several frames at once:
+planes), and decode + conversion together as the capture process does them (`--combined`): alone,
+OpenCV's conversion is faster, but together with FFmpeg's decode threads on 2 busy cores it was
+not (docs/latency.md), so the capture keeps swscale. Variants are interleaved in rounds. Frame threading decodes several frames at once:
 more throughput, but each frame leaves the decoder (thread_count - 1) frames later.
 """
 from __future__ import annotations
@@ -62,11 +64,44 @@ def conversions(video: str, frames: int) -> dict[str, list[float]]:
     return out
 
 
+def combined(video: str, frames: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Decode + BGR conversion per frame (wall ms, process CPU ms), swscale vs OpenCV 1/2 threads."""
+    import av
+    import cv2
+
+    def one(mode: str) -> tuple[float, float]:
+        with av.open(video) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            t0, c0, n = time.perf_counter(), time.process_time(), 0
+            for f in c.decode(s):
+                if mode == "swscale":
+                    f.to_ndarray(format="bgr24")
+                else:
+                    cv2.cvtColor(f.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+                n += 1
+                if n >= frames:
+                    break
+            return (time.perf_counter() - t0) / n * 1e3, (time.process_time() - c0) / n * 1e3
+
+    out: dict[str, list] = {}
+    threads = cv2.getNumThreads()
+    for _ in range(rounds):
+        for name, mode, nt in (("decode + swscale bgr24", "swscale", threads),
+                               (f"decode + cvtColor ({threads} OpenCV threads)", "cv2", threads),
+                               ("decode + cvtColor (1 OpenCV thread)", "cv2", 1)):
+            cv2.setNumThreads(nt)
+            out.setdefault(name, []).append(one(mode))
+    cv2.setNumThreads(threads)
+    return {k: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for k, v in out.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--combined", action="store_true", help="also decode + conversion together")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if not Path(args.video).is_file():
@@ -100,10 +135,17 @@ def main(argv=None) -> int:
     for name, v in conv.items():
         if v:
             print(f"| {name} | {np.percentile(v, 50):.2f} | {np.percentile(v, 99):.2f} |")
+    both = combined(args.video, min(args.frames, 150), args.rounds) if args.combined else {}
+    if both:
+        print("\n| decode + conversion (capture loop) | wall ms per frame | CPU ms per frame |")
+        print("|---|---|---|")
+        for name, (w, c) in both.items():
+            print(f"| {name} | {w:.2f} | {c:.2f} |")
     print(f"load after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         Path(args.json).write_text(json.dumps({"video": args.video, "decode": rows,
-                                               "conversion": {k: v for k, v in conv.items()}}, indent=1))
+                                               "conversion": {k: v for k, v in conv.items()},
+                                               "combined": both}, indent=1))
     return 0
 
 
