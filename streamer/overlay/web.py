@@ -242,7 +242,7 @@ def serve_web(connect: str, bind: str, stop: threading.Event, stale_after_s: flo
     async def main():
         runner = web.AppRunner(overlay.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port_n)
+        site = web.TCPSite(runner, host.strip("[]"), port_n)   # [::1]:PORT: the socket wants ::1
         try:
             await site.start()
         except OSError as exc:
