@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latency_report import MeasuredProcess, _env, free_port  # noqa: E402
-from bench_live import count_frames, load_average  # noqa: E402
+from bench_live import RssSampler, count_frames, load_average  # noqa: E402
 from streamer import latency as L  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +60,17 @@ def run_layout(video: str, n: int, layout: str, args, extra: list[str], n_frames
                 record = Path(tmp) / f"run.{sid}.jsonl"
                 procs.append(MeasuredProcess(_run_cmd([video], record, [sid], args, extra), ROOT, _env()))
                 records.append(record)
+        samplers = [RssSampler(p.proc.pid) for p in procs]   # RSS of each run + its capture processes
+        for r in samplers:
+            r.start()
         for p in procs:
             infos.append(p.wait(timeout_s=args.run_timeout))
+        for r in samplers:
+            r.stop.set()
+        # peak of the summed RSS series (samples of the processes align to within a second)
+        series = [[m for _, m in r.series] for r in samplers]
+        length = min((len(x) for x in series), default=0)
+        rss_peak = max((sum(x[i] for x in series) for i in range(length)), default=0.0)
         for info in infos:
             if info.get("timed_out") or info["returncode"] != 0:
                 last = (info["stderr"].strip().splitlines() or ["?"])[-1]
@@ -85,7 +94,8 @@ def run_layout(video: str, n: int, layout: str, args, extra: list[str], n_frames
             "fps_min": min(s["fps"] for s in per_stream), "pct_min": min(s["pct"] for s in per_stream),
             "p50": float(np.percentile(lat_a, 50)) if lat_a.size else None,
             "p99": float(np.percentile(lat_a, 99)) if lat_a.size else None,
-            "cores": cpu / wall, "cores_per_stream": cpu / wall / n, "batches": batches}
+            "cores": cpu / wall, "cores_per_stream": cpu / wall / n, "batches": batches,
+            "rss_mb_peak": rss_peak, "rss_mb_per_stream": rss_peak / n}
 
 
 def main(argv=None) -> int:
@@ -111,13 +121,16 @@ def main(argv=None) -> int:
             r = run_layout(args.video, n, layout, args, extra, n_frames)
             rows.append(r)
             print(f"  N={n} {r['layout']:<8} per-stream fps min {r['fps_min']:.1f}, classified min {r['pct_min']:.1f} %, "
-                  f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms, cores {r['cores']:.2f} ({r['cores_per_stream']:.2f}/stream)"
+                  f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms, cores {r['cores']:.2f} ({r['cores_per_stream']:.2f}/stream), "
+                  f"RSS {r['rss_mb_peak']:.0f} MB ({r['rss_mb_per_stream']:.0f}/stream)"
                   f"{', batches ' + r['batches'] if r['batches'] else ''}; load {load_average()}", flush=True)
-    print("\n| N | layout | per-stream fps (min) | classified % (min) | p50 ms | p99 ms | cores | cores/stream | session calls |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| N | layout | per-stream fps (min) | classified % (min) | p50 ms | p99 ms | cores | cores/stream | "
+          "peak RSS MB | RSS MB/stream | session calls |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {r['layout']} | {r['fps_min']:.1f} | {r['pct_min']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-              f"{r['cores']:.2f} | {r['cores_per_stream']:.2f} | {r['batches'] or ''} |")
+              f"{r['cores']:.2f} | {r['cores_per_stream']:.2f} | {r['rss_mb_peak']:.0f} | {r['rss_mb_per_stream']:.0f} | "
+              f"{r['batches'] or ''} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"video": args.video, "rows": rows}, indent=1))
     return 0
