@@ -48,10 +48,16 @@ def result(i, plane, label=None, p=0.95, raw=None, **flags):
             "cam": small_cam(np.arange(30, dtype=np.float32).reshape(1, 5, 6).repeat(9, 0), LITE_LABELS, label)}
 
 
-def feed(session, clock, results, image=IMAGE):
+def live(image, i):
+    """Live B-mode changes every frame: a little noise that moves with the frame index."""
+    noise = np.random.default_rng(i).integers(-3, 4, image.shape)
+    return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def feed(session, clock, results, image=IMAGE, still=False):
     for r in results:
         clock.t = r["t_capture_mono"]
-        session.observe(r, image)
+        session.observe(r, image if still else live(image, r["frame"]))
 
 
 def make(tmp_path, protocol="fetal-planes-4", writer=True):
@@ -122,7 +128,7 @@ def test_known_sequence_gives_known_captures(tmp_path):
     best = exam["views"][2]["best"]
     assert best["frame"] == 30 and best["image"] == "captures/femur/f0000030.png"
     img = cv2.imread(str(tmp_path / best["image"]))
-    assert img.shape == IMAGE.shape and np.array_equal(img, IMAGE)      # exactly the image it was given
+    assert img.shape == IMAGE.shape and np.array_equal(img, live(IMAGE, 30))   # exactly the image it was given
     heat = cv2.imread(str(tmp_path / best["heatmap"]))
     assert heat.shape == IMAGE.shape and not np.array_equal(heat, IMAGE)
     side = json.loads((tmp_path / best["sidecar"]).read_text())
@@ -149,6 +155,9 @@ def test_never_captures_from_uncertain_none_frozen_stale_or_short_runs(tmp_path)
     seq += [result(i, "thorax", "Thorax", p=0.95 if i < 356 else 0.6, raw="Thorax" if i < 356 else "Abdomen")
             for i in range(345, 400)]
     feed(s, clock, seq)
+    # An image that stops changing (a freeze the detector has not flagged yet) is never kept.
+    feed(s, clock, [result(i, "uncertain") for i in range(400, 405)])
+    feed(s, clock, [result(i, "femur", "Femur", p=0.99) for i in range(405, 460)], still=True)
     assert set(statuses(s).values()) == {"pending"}
     assert all(not v.captures for v in s.views)
 

@@ -149,7 +149,7 @@ def _exam_feed(tmp_path):
                  "cam": small_cam(cam, info.labels, label)}
             r["flags"] = {**r["flags"], "uncertain": state["plane"] == "uncertain"}
             pub.result(r)
-            pub.frame(IMAGE, i, r["t_capture_mono"], [0, 0, 640, 480])
+            pub.frame(np.roll(IMAGE, i, axis=1), i, r["t_capture_mono"], [0, 0, 640, 480])   # a live image moves
             state["i"] += 1
             time.sleep(0.05)
 

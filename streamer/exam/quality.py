@@ -20,6 +20,9 @@ import numpy as np
 WEIGHTS = {"probability": 0.60, "sharpness": 0.25, "steadiness": 0.15}
 SHARPNESS_HALF = 150.0     # Laplacian variance (grey levels^2) scoring 0.5
 STEADINESS_HALF = 3.0      # mean grey difference to the previous frame scoring 0.5
+# Below this change between frames an image is not live (a scanner freeze re-encoded by H.264 moves well
+# under it; live B-mode speckle well over it): streamer.image_state's frozen threshold.
+STILL_DIFF_MAX = 0.15
 WORK_SIZE = (320, 240)
 PROBE_SIZE = (160, 120)
 
@@ -54,6 +57,7 @@ class QualityProbe:
     def __init__(self):
         self._prev: np.ndarray | None = None
         self._prev_frame: int | None = None
+        self.last_diff = float("inf")   # grey-level change of the last measured frame
 
     def measure(self, image: np.ndarray, frame_index: int) -> tuple[float, float]:
         work = grey_work(image)
@@ -64,6 +68,7 @@ class QualityProbe:
         else:
             diff = float(np.abs(probe - self._prev).mean())
         self._prev, self._prev_frame = probe, frame_index
+        self.last_diff = diff
         return lap_var / (lap_var + SHARPNESS_HALF), 1.0 / (1.0 + diff / STEADINESS_HALF)
 
     def reset(self) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .heatmap import cam_array
 from .protocol import Protocol, View
-from .quality import Quality, QualityProbe
+from .quality import STILL_DIFF_MAX, Quality, QualityProbe
 
 EXAM_VERSION = 1
 STATUSES = ("pending", "captured", "rejected", "manual")
@@ -76,6 +76,7 @@ class _Candidate:
     cam: np.ndarray | None
     seen: int = 0                  # frames since the candidate (confirm window)...
     agreed: int = 0                # ...whose raw top-1 named the view
+    moved: bool = False            # the image changed after it (not the start of a freeze)
 
 
 @dataclass
@@ -208,9 +209,12 @@ class ExamSession:
                     if cand is not None and t > cand.t_mono:
                         cand.seen += 1
                         cand.agreed += vs.view.matches(raw_plane, raw_label)
+                        cand.moved |= self.probe.last_diff > STILL_DIFF_MAX
                 cand = vs.candidate
                 if cand is not None and t - cand.t_mono >= cfg.confirm_s - 1e-9:
-                    if cand.agreed >= cfg.confirm_agree * cand.seen:
+                    # A window in which the image never changed is a freeze the frozen detector has not
+                    # flagged yet (it needs 0.4 s of frames; at a low classified rate, longer).
+                    if cand.moved and cand.agreed >= cfg.confirm_agree * cand.seen:
                         changed |= self._commit(vs, cand, ts)
                     vs.candidate, vs.challenger = vs.challenger, None
             if changed:
