@@ -155,9 +155,12 @@ def test_never_captures_from_uncertain_none_frozen_stale_or_short_runs(tmp_path)
     seq += [result(i, "thorax", "Thorax", p=0.95 if i < 356 else 0.6, raw="Thorax" if i < 356 else "Abdomen")
             for i in range(345, 400)]
     feed(s, clock, seq)
-    # An image that stops changing (a freeze the detector has not flagged yet) is never kept.
+    # An image that stops changing (a freeze the detector has not flagged yet) is never kept, even
+    # with one frame changed inside it (an H.264 key frame re-encodes the frozen image).
     feed(s, clock, [result(i, "uncertain") for i in range(400, 405)])
-    feed(s, clock, [result(i, "femur", "Femur", p=0.99) for i in range(405, 460)], still=True)
+    feed(s, clock, [result(i, "femur", "Femur", p=0.99) for i in range(405, 420)], still=True)
+    feed(s, clock, [result(420, "femur", "Femur", p=0.99)])
+    feed(s, clock, [result(i, "femur", "Femur", p=0.99) for i in range(421, 460)], still=True)
     assert set(statuses(s).values()) == {"pending"}
     assert all(not v.captures for v in s.views)
 

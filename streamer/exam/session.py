@@ -76,7 +76,7 @@ class _Candidate:
     cam: np.ndarray | None
     seen: int = 0                  # frames since the candidate (confirm window)...
     agreed: int = 0                # ...whose raw top-1 named the view
-    moved: bool = False            # the image changed after it (not the start of a freeze)
+    changes: list = field(default_factory=list)   # image change of each frame after it (grey levels)
 
 
 @dataclass
@@ -209,12 +209,14 @@ class ExamSession:
                     if cand is not None and t > cand.t_mono:
                         cand.seen += 1
                         cand.agreed += vs.view.matches(raw_plane, raw_label)
-                        cand.moved |= self.probe.last_diff > STILL_DIFF_MAX
+                        cand.changes.append(self.probe.last_diff)
                 cand = vs.candidate
                 if cand is not None and t - cand.t_mono >= cfg.confirm_s - 1e-9:
-                    # A window in which the image never changed is a freeze the frozen detector has not
-                    # flagged yet (it needs 0.4 s of frames; at a low classified rate, longer).
-                    if cand.moved and cand.agreed >= cfg.confirm_agree * cand.seen:
+                    # A window in which the image mostly did not change is a freeze the frozen detector has
+                    # not flagged yet (it needs 0.4 s of frames; at a low classified rate, longer). The median,
+                    # because an H.264 key frame inside a freeze changes one frame by ~1 grey level.
+                    moving = bool(cand.changes) and float(np.median(cand.changes)) > STILL_DIFF_MAX
+                    if moving and cand.agreed >= cfg.confirm_agree * cand.seen:
                         changed |= self._commit(vs, cand, ts)
                     vs.candidate, vs.challenger = vs.challenger, None
             if changed:
