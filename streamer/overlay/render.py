@@ -6,6 +6,8 @@ grey and struck through under a STALE / NO SIGNAL banner.
 """
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
@@ -148,9 +150,10 @@ def _thumb(path: str, size: tuple[int, int]) -> np.ndarray | None:
     """A captured view's image, small, read once per file (the window/MP4 redraw at 30 fps)."""
     key = (path, size)
     if key not in _THUMBS:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        # A capture replaced by a better one is deleted: check first, so OpenCV does not print a warning.
+        img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if img is None:
-            return None              # not there (yet): try again next frame
+            return None              # not there (yet, or any more): try again next frame
         _THUMBS[key] = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
         if len(_THUMBS) > 256:
             _THUMBS.pop(next(iter(_THUMBS)))
