@@ -85,6 +85,17 @@ def dump_dom(url, tmp_path):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
 
 
+def dom_when(url, tmp_path, *needles, timeout=30.0):
+    """The page's DOM once it holds every needle (re-read until a deadline, not a fixed sleep: a loaded
+    box may take longer to capture, push and render); the last DOM read if the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dom = dump_dom(url, tmp_path)
+        if all(n in dom for n in needles) or time.monotonic() > deadline:
+            return dom
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
 def test_web_overlay_in_headless_chromium(tmp_path):
     from streamer.overlay.web import serve_web
@@ -108,14 +119,12 @@ def test_web_overlay_in_headless_chromium(tmp_path):
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
-        time.sleep(1.0)
-        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        dom = dom_when(f"http://127.0.0.1:{port}/", tmp_path, 'id="plane" data-stale="false">femur<')
         assert 'id="plane" data-stale="false">femur<' in dom, dom[-1500:]
         assert ">LIVE<" in dom
         publishing.clear()          # the publisher goes silent: the page must say STALE
         feeder.join()
-        time.sleep(1.0)
-        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        dom = dom_when(f"http://127.0.0.1:{port}/", tmp_path, 'data-stale="true"')
         assert 'data-stale="true"' in dom and "STALE" in dom, dom[-1500:]
     finally:
         stop.set()
@@ -180,8 +189,9 @@ def test_exam_page_checklist_controls_and_screenshot(tmp_path, capfd):
     addr, pub, runner, state, feeder = _exam_feed(tmp_path)
     port, stop, server = _serve(addr)
     try:
-        time.sleep(1.5)       # femur shown > dwell + confirm: captured
-        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        # femur shown > dwell + confirm: captured (waited for, not slept on)
+        dom = dom_when(f"http://127.0.0.1:{port}/", tmp_path, 'data-view="femur" data-status="captured"',
+                       'alt="femur capture" src="exam/captures/femur/')
         assert 'data-view="femur" data-status="captured"' in dom, dom[-3000:]
         assert 'alt="femur capture" src="exam/captures/femur/' in dom
         assert 'data-view="brain" data-status="pending"' in dom and "MISSING" in dom
@@ -233,16 +243,14 @@ def test_exam_page_checklist_controls_and_screenshot(tmp_path, capfd):
         # The source goes silent: STALE, and the plane is struck through.
         state["on"] = False
         feeder.join()
-        time.sleep(1.0)
-        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        dom = dom_when(f"http://127.0.0.1:{port}/", tmp_path, 'id="plane" data-stale="true"', 'id="live" class="stale"')
         assert 'id="plane" data-stale="true"' in dom and 'id="live" class="stale"' in dom
         # Ending the exam: the page links the report.
         from streamer.exam.control import control_request
         assert control_request(runner.session.control_address, {"op": "end"})["ok"]
         runner.writer.flush()
         runner._publish(pub, force=True)
-        time.sleep(0.5)
-        dom = dump_dom(f"http://127.0.0.1:{port}/", tmp_path)
+        dom = dom_when(f"http://127.0.0.1:{port}/", tmp_path, 'id="reportlink" href="exam/report.html"')
         assert 'id="reportlink" href="exam/report.html"' in dom
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/exam/report.html").read().startswith(b"<!doctype html>")
     finally:
