@@ -18,6 +18,8 @@ import numpy as np
 from engines.downscale import halve_times, halvings_to
 
 PROBE_SIZE = (160, 120)
+# Below this mean grey change between frames an image is not live (the frozen detector's default).
+FROZEN_DIFF_MAX = 0.15
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ImageState:
 
 
 class ImageStateDetector:
-    def __init__(self, blank_p90_max: float = 20.0, frozen_diff_max: float = 0.15,
+    def __init__(self, blank_p90_max: float = 20.0, frozen_diff_max: float = FROZEN_DIFF_MAX,
                  frozen_min_s: float = 0.4):
         self.blank_p90_max = blank_p90_max
         self.frozen_diff_max = frozen_diff_max

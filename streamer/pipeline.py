@@ -61,11 +61,11 @@ class PipelineConfig:
     curve_secret: str | None = None          # --publish beyond loopback: CURVE key pair file (netsec)
     curve_clients: str | None = None         # ... and the allowed client public keys
     insecure: bool = False                   # --publish beyond loopback without CURVE
+    open_set: bool = True                    # reject non-standard views when the model has open-set
 
     def security(self) -> dict:
         return {"curve_secret": self.curve_secret, "curve_clients": self.curve_clients,
                 "insecure": self.insecure}
-    open_set: bool = True                    # reject non-standard views when the model has open-set
 
 
 @dataclass

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..image_state import FROZEN_DIFF_MAX, PROBE_SIZE
+
 WEIGHTS = {"probability": 0.60, "sharpness": 0.25, "steadiness": 0.15}
 SHARPNESS_HALF = 150.0     # Laplacian variance (grey levels^2) scoring 0.5
 STEADINESS_HALF = 3.0      # mean grey difference to the previous frame scoring 0.5
 # Below this change between frames an image is not live (a scanner freeze re-encoded by H.264 moves well
-# under it; live B-mode speckle well over it): streamer.image_state's frozen threshold.
-STILL_DIFF_MAX = 0.15
+# under it; live B-mode speckle well over it): the frozen detector's own threshold and probe size.
+STILL_DIFF_MAX = FROZEN_DIFF_MAX
 WORK_SIZE = (320, 240)
-PROBE_SIZE = (160, 120)
 
 
 @dataclass(frozen=True)
