@@ -59,6 +59,18 @@ def augment_image(img: np.ndarray, out_size: tuple[int, int], rng: np.random.Gen
     return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+# A partial view: zoomed in 1.3-2.2x on an off-centre part of the image, as the probe passes between
+# standard views. Used for the thin non-standard classes (Other, cervix) only, whose label holds for
+# any part of the picture; a part of a femur image is not a standard femur plane.
+PARTIAL_VIEW = AugmentConfig(rotate_deg=25.0, scale=(1.3, 2.2), translate=0.3)
+
+
 def augment_batch(images: np.ndarray, out_size: tuple[int, int], rng: np.random.Generator,
-                  cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    return np.stack([augment_image(im, out_size, rng, cfg) for im in images])
+                  cfg: AugmentConfig = AugmentConfig(), partial: np.ndarray | None = None,
+                  partial_p: float = 0.0) -> np.ndarray:
+    """partial: bool per image, whether it may be shown as a partial view (probability partial_p)."""
+    def pick(i: int) -> AugmentConfig:
+        if partial is not None and partial[i] and rng.random() < partial_p:
+            return PARTIAL_VIEW
+        return cfg
+    return np.stack([augment_image(im, out_size, rng, pick(i)) for i, im in enumerate(images)])

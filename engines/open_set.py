@@ -134,9 +134,10 @@ def with_embedding_bytes(model_path: str | Path) -> bytes:
     return proto.SerializeToString()
 
 
-def features(model_path: str | Path, samples, threads: int = 2) -> tuple[np.ndarray, np.ndarray, object]:
+def features(model_path: str | Path, samples, threads: int = 2, transform=None) -> tuple[np.ndarray, np.ndarray, object]:
     """(embeddings (N, D), logits (N, C), ModelInfo) of FETAL_PLANES_DB samples through the runtime path
-    (auto-crop + Preprocessor), from the model with an embedding output added."""
+    (auto-crop + Preprocessor), from the model with an embedding output added. transform: optional
+    function of the runtime crop (e.g. partial_view) applied before preprocessing."""
     import onnxruntime as ort
 
     from .metadata import read_model_info
@@ -148,7 +149,8 @@ def features(model_path: str | Path, samples, threads: int = 2) -> tuple[np.ndar
     pre = Preprocessor(info)
     emb, logits = [], []
     for s in samples:
-        x = pre(D.runtime_roi(D.read_frame(s)))
+        roi = D.runtime_roi(D.read_frame(s))
+        x = pre(transform(roi) if transform else roi)
         lo, e = sess.run([info.logits_output, EMBEDDING_OUTPUT], {info.input_name: x})
         emb.append(e[0])
         logits.append(lo[0])
@@ -176,6 +178,87 @@ def distances(emb: np.ndarray, w: np.ndarray, means: np.ndarray) -> np.ndarray:
     return ((z[:, None, :] - means[None]) ** 2).sum(-1).min(1)
 
 
+def patient_folds(patients: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Fold number (0..k-1) of every image; all images of a patient share one fold."""
+    ids = np.array(sorted(set(patients.tolist())))
+    np.random.default_rng(seed).shuffle(ids)
+    fold_of = {p: i % k for i, p in enumerate(ids)}
+    return np.array([fold_of[p] for p in patients])
+
+
+def cross_fit_distances(emb: np.ndarray, fine: np.ndarray, fetal: np.ndarray, folds: np.ndarray,
+                        shrinkage: float = 0.1, components: int | None = 128,
+                        extra: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Out-of-fold distances: for each fold, the class means / covariance are fitted on the fetal-plane
+    images of the OTHER folds and the fold's images are scored, so every image gets a distance from a fit
+    that did not see it (the backbone did: it was trained on these patients). extra: (embeddings, fold)
+    of derived images (e.g. partial views), scored with their source image's fold."""
+    out = np.empty(len(emb))
+    out_extra = None if extra is None else np.empty(len(extra[0]))
+    for k in np.unique(folds):
+        fit = fetal & (folds != k)
+        w, means, _ = fit_tied(emb[fit], fine[fit], shrinkage, components)
+        out[folds == k] = distances(emb[folds == k], w, means)
+        if extra is not None and (extra[1] == k).any():
+            out_extra[extra[1] == k] = distances(extra[0][extra[1] == k], w, means)
+    return out, out_extra
+
+
+def partial_view(roi: np.ndarray, rng: np.random.Generator, zoom: tuple[float, float] = (1.8, 2.6)) -> np.ndarray:
+    """An off-centre part of a crop, 1/zoom of its width and height: a view between standard planes,
+    made from a training image (no standard plane is a random part of one)."""
+    h, w = roi.shape[:2]
+    z = rng.uniform(*zoom)
+    ch, cw = max(8, int(h / z)), max(8, int(w / z))
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return np.ascontiguousarray(roi[y0:y0 + ch, x0:x0 + cw])
+
+
+def top_plane_probability(logits: np.ndarray, labels, coarse_map: dict, temperature: float) -> np.ndarray:
+    """(N,) the largest plane probability (fine classes summed per plane), as the runtime computes it."""
+    z = logits / temperature
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    planes = sorted({coarse_map.get(l, "other") for l in labels})
+    m = np.array([[coarse_map.get(l, "other") == q for q in planes] for l in labels], np.float64)
+    return (p @ m).max(1)
+
+
+def rejects(d: np.ndarray, top_p: np.ndarray, far: float, near: float, confident: float) -> np.ndarray:
+    """The gate's rule on single frames (streamer.smoothing.OpenSetGate without hysteresis)."""
+    return (d > far) | ((d > near) & (top_p < confident))
+
+
+NEAR_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+FAR_QUANTILES = (0.99, 0.993, 0.995)       # a single image must not set the limit: no max
+CONFIDENT = (0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+
+
+def tune_rule(d_pos: np.ndarray, p_pos: np.ndarray, fetal_pred_pos: np.ndarray, d_neg: np.ndarray,
+              p_neg: np.ndarray, fetal_pred_neg: np.ndarray, keep: float = 0.99) -> dict:
+    """The (far, near, confident) rule that keeps >= `keep` of the positives (fetal-plane images, out-of-fold
+    distances) and shows the fewest negatives as a fetal plane. A positive is lost when it is rejected while
+    its arg-max is a fetal plane; a negative is shown fetal when its arg-max is a fetal plane and it is not
+    rejected (the runtime lets the model's own other / cervix answer stand). Ties: more kept, then larger near."""
+    best = None
+    for fq in FAR_QUANTILES:
+        far = float(np.quantile(d_pos, fq))
+        for nq in NEAR_QUANTILES:
+            near = min(far, float(np.quantile(d_pos, nq)))
+            for conf in CONFIDENT:
+                kept = 1 - float((rejects(d_pos, p_pos, far, near, conf) & fetal_pred_pos).mean())
+                if kept < keep:
+                    continue
+                shown = float((~rejects(d_neg, p_neg, far, near, conf) & fetal_pred_neg).mean())
+                key = (shown, -kept, -near)
+                if best is None or key < best[0]:
+                    best = (key, {"threshold": far, "near": near, "confident": conf, "far_quantile": fq,
+                                  "near_quantile": nq, "tune_fetal_kept": kept, "tune_negatives_shown_fetal": shown})
+    if best is None:
+        raise ValueError("no rule keeps enough fetal images")
+    return best[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # Command
 # ---------------------------------------------------------------------------------------------
@@ -195,17 +278,25 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=None, help="set the threshold directly (overrides --quantile)")
     p.add_argument("--release", type=float, default=DEFAULT_RELEASE,
                    help="hysteresis: a rejecting stream is released below release x threshold")
+    p.add_argument("--rule", choices=("far-or-unsure", "distance"), default="far-or-unsure",
+                   help="far-or-unsure: reject when very far, or far while the model's top plane probability is "
+                        "low, tuned on training patients (out-of-fold distances, partial-view negatives); "
+                        "distance: distance > --quantile of in-sample training distances (the first fit)")
+    p.add_argument("--keep", type=float, default=0.99,
+                   help="far-or-unsure: share of training fetal-plane images the rule must keep")
+    p.add_argument("--folds", type=int, default=5, help="patient-grouped folds for the out-of-fold distances")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_cmd)
 
 
 def fit_model(model: str | Path, out: str | Path, samples, val_patients: set[str], components: int,
               shrinkage: float, quantile: float, threshold: float | None, release: float,
-              threads: int = 2, command: str = "", split_desc: str = "") -> dict:
+              threads: int = 2, command: str = "", split_desc: str = "", rule: str = "distance",
+              keep: float = 0.99, folds: int = 5, seed: int = 0) -> dict:
     import onnx
 
     train = [s for s in samples if s.patient not in val_patients]
-    emb, _, info = features(model, train, threads)
+    emb, logits, info = features(model, train, threads)
     coarse = np.array([info.coarse(s.fine) if s.fine in info.labels else s.coarse for s in train])
     fine = np.array([s.fine for s in train])
     fetal = np.isin(coarse, FETAL_PLANES)
@@ -214,16 +305,19 @@ def fit_model(model: str | Path, out: str | Path, samples, val_patients: set[str
         raise UserError("fewer than 20 training images of the fetal planes: cannot fit")
     w, means, ids = fit_tied(emb[fetal], fine[fetal], shrinkage, components or None)
     d_train = distances(emb, w, means)
-    thr = float(threshold) if threshold is not None else float(np.quantile(d_train[fetal], quantile))
     nonstd = ~fetal
-    fit = {"kind": "mahalanobis_tied", "threshold": round(thr, 3), "release": release,
-           "classes": ids, "components": int(w.shape[1]), "shrinkage": shrinkage,
-           "threshold_rule": f"set to {threshold}" if threshold is not None
-           else f"quantile {quantile} of training fetal-plane distances",
-           "fit_images": int(fetal.sum()), "fit_patients": len({s.patient for s in train}),
-           "split": split_desc, "command": command,
-           "train_fetal_rejected": round(float((d_train[fetal] > thr).mean()), 4),
-           "train_nonstandard_rejected": round(float((d_train[nonstd] > thr).mean()), 4) if nonstd.any() else None}
+    fit = {"kind": "mahalanobis_tied", "release": release, "classes": ids, "components": int(w.shape[1]),
+           "shrinkage": shrinkage, "fit_images": int(fetal.sum()), "fit_patients": len({s.patient for s in train}),
+           "split": split_desc, "command": command}
+    if rule == "distance" or threshold is not None:
+        thr = float(threshold) if threshold is not None else float(np.quantile(d_train[fetal], quantile))
+        fit.update({"threshold": round(thr, 3), "threshold_rule": f"set to {threshold}" if threshold is not None
+                    else f"quantile {quantile} of training fetal-plane distances",
+                    "train_fetal_rejected": round(float((d_train[fetal] > thr).mean()), 4),
+                    "train_nonstandard_rejected": round(float((d_train[nonstd] > thr).mean()), 4) if nonstd.any() else None})
+    else:
+        fit.update(tune_far_or_unsure(model, train, emb, logits, info, fine, fetal, keep, folds, seed, shrinkage,
+                                      components or None, threads))
     proto = onnx.load(str(model))
     add_embedding(proto)
     add_score(proto, w.astype(np.float32), means.astype(np.float32))
@@ -234,6 +328,45 @@ def fit_model(model: str | Path, out: str | Path, samples, val_patients: set[str
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     return fit
+
+
+def tune_far_or_unsure(model, train, emb, logits, info, fine, fetal, keep, folds, seed, shrinkage, components,
+                       threads) -> dict:
+    """The far-or-unsure rule, tuned on TRAINING patients only.
+
+    Positives: the training fetal-plane images with out-of-fold distances (patient-grouped k-fold cross-
+    fitting of the means/covariance). Negatives: one partial view of each training fetal-plane image (the
+    training Other / cervix images are useless here: the backbone learnt them, they sit at distances far
+    beyond any fetal image and the model names them right with p ~ 1). Caveat, not removable without
+    retraining the backbone per fold: the backbone saw every training image, so the positives' softmax
+    confidence is higher than an unseen patient's."""
+    fold = patient_folds(np.array([s.patient for s in train]), folds, seed)
+    rng = np.random.default_rng(seed)
+    pos_idx = np.flatnonzero(fetal)
+    emb_pv, logits_pv, _ = features(model, [train[i] for i in pos_idx], threads, lambda r: partial_view(r, rng))
+    d_oof, d_pv = cross_fit_distances(emb, fine, fetal, fold, shrinkage, components, extra=(emb_pv, fold[pos_idx]))
+    top = top_plane_probability(logits, info.labels, info.coarse_map, info.temperature)
+    top_pv = top_plane_probability(logits_pv, info.labels, info.coarse_map, info.temperature)
+    is_fetal = np.array([info.coarse(l) in FETAL_PLANES for l in info.labels])
+    pred_fetal, pred_fetal_pv = is_fetal[logits.argmax(1)], is_fetal[logits_pv.argmax(1)]
+    rule = tune_rule(d_oof[fetal], top[fetal], pred_fetal[fetal], d_pv, top_pv, pred_fetal_pv, keep)
+    nonstd = ~fetal
+    r = {k: round(v, 4) if isinstance(v, float) else v for k, v in rule.items()}
+    return {**r, "threshold_rule": (
+                f"far-or-unsure: reject if distance > threshold, or distance > near and top plane probability < "
+                f"confident; tuned on training patients only: keep >= {keep} of {int(fetal.sum())} training fetal-plane "
+                f"images (out-of-fold distances, {folds} patient-grouped folds), fewest of {len(d_pv)} partial views "
+                f"of them shown as a fetal plane; grid: far quantiles {FAR_QUANTILES}, near quantiles "
+                f"{NEAR_QUANTILES}, confident {CONFIDENT}"),
+            "folds": folds,
+            "oof_fetal_quantile_0.99": round(float(np.quantile(d_oof[fetal], 0.99)), 1),
+            "insample_fetal_quantile_0.99": round(float(np.quantile(distances(emb[fetal], *fit_tied(
+                emb[fetal], fine[fetal], shrinkage, components)[:2]), 0.99)), 1),
+            "partial_views_shown_fetal_without_gate": round(float(pred_fetal_pv.mean()), 4),
+            "train_nonstandard_rejected": round(float(rejects(d_oof[nonstd], top[nonstd], rule["threshold"],
+                                                              rule["near"], rule["confident"]).mean()), 4)
+            if nonstd.any() else None,
+            "caveat": "the backbone was trained on these patients: their softmax confidence is in-sample"}
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -249,10 +382,13 @@ def _cmd(args: argparse.Namespace) -> int:
         raise UserError("--release must be in (0, 1]")
     if not 0 < args.quantile <= 1:
         raise UserError("--quantile must be in (0, 1]")
+    if not 0 < args.keep < 1 or args.folds < 2:
+        raise UserError("--keep must be in (0, 1) and --folds at least 2")
     command = "python -m engines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         fit = fit_model(model, args.out or model, samples, val, args.components, args.shrinkage, args.quantile,
-                        args.threshold, args.release, args.threads, command, str(args.split))
+                        args.threshold, args.release, args.threads, command, str(args.split), args.rule,
+                        args.keep, args.folds)
     except ValueError as exc:      # not a CamHead model, or no sonoplane metadata
         raise UserError(f"{model}: {exc}") from None
     print(json.dumps(fit, indent=1))

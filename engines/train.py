@@ -60,6 +60,14 @@ def register(subparsers) -> None:
                    help="ImageNet weights (default: on for efficientnet_lite0)")
     p.add_argument("--freeze-blocks", type=int, default=0,
                    help="efficientnet_lite0: keep the stem and the first N MBConv blocks frozen (CPU time)")
+    p.add_argument("--balanced", action="store_true",
+                   help="class-balanced sampling: every class equally likely per draw (the loss then carries no "
+                        "class weights, so the two corrections are not applied twice)")
+    p.add_argument("--partial-views", type=float, default=0.0, metavar="P",
+                   help="show an Other/Cervix training image as a zoomed partial view with probability P")
+    p.add_argument("--select", choices=("best-val", "last"), default="best-val",
+                   help="best-val: keep the epoch with the lowest validation loss (early stopping); last: keep the "
+                        "last epoch, validation only reported (no choice made on validation patients)")
     p.add_argument("--max-minutes", type=float, default=None, help="time box: stop after the epoch that passes it")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2)
@@ -77,6 +85,16 @@ def resolve_split(samples, split_arg: str | None, seed: int) -> tuple[set[str], 
     if committed and committed <= patients and len(patients) < 1000:
         return committed, str(D.DEFAULT_VAL_PATIENTS.relative_to(D.REPO_ROOT))
     return D.patient_split(samples, 0.2, seed), f"engines.data.patient_split(val_fraction=0.2, seed={seed})"
+
+
+NONSTANDARD_LABELS = ("Cervix", "Other", "cervix", "other")   # fine and coarse spellings
+
+
+def balanced_draws(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n training indices drawn with replacement so that every present class is equally likely."""
+    counts = np.bincount(labels)
+    p = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=n, replace=True, p=p / p.sum())
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -143,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
             for p_ in m.parameters():
                 p_.requires_grad = False
     fitted = fit(model, len(label_names), x_train_big, y_train, x_val, y_val, (w, h), args, rng, frozen=frozen,
-                 describe=lambda logits, y: plane_epoch_metrics(logits, y, label_names))
+                 describe=lambda logits, y: plane_epoch_metrics(logits, y, label_names),
+                 partial=np.isin(y_train, [index[n] for n in NONSTANDARD_LABELS if n in index]))
     best, history, best_state = fitted["best"], fitted["history"], fitted["best_state"]
     np.savez(out / "val_logits.npz", logits=fitted["val_logits"], labels=y_val,
              patients=np.array([s.patient for s in val_s]))
@@ -154,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
               "split_sizes": D.describe_split(train_s, val_s), "best_epoch": best["epoch"],
               "train_minutes": round(fitted["minutes"], 1), "epochs_run": len(history),
               "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                      "warmup_epochs", "patience", "label_smoothing")}}
+                                                      "warmup_epochs", "patience", "label_smoothing",
+                                                      "balanced", "partial_views", "select")}}
     torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
     (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
     print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
@@ -181,14 +201,15 @@ def plane_epoch_metrics(val_logits: np.ndarray, y_val: np.ndarray, label_names) 
 
 def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
         y_val: np.ndarray | None, size: tuple[int, int], hyper: argparse.Namespace, rng: np.random.Generator,
-        frozen=(), describe=None) -> dict:
+        frozen=(), describe=None, partial: np.ndarray | None = None) -> dict:
     """Seed 002's loop: class weights, augmentation, AdamW, warm-up + cosine, early stopping on val loss.
 
     x_train_big: uint8 (N, H', W') crops a little larger than `size` (augmentation crops them);
     x_val: float32 (M, 1, h, w) already normalised. With x_val None there is no early stopping and the
     last epoch is kept (cross-validation folds must not pick their epoch on the fold they are scored on).
     hyper: epochs, batch_size, lr, weight_decay, warmup_epochs, patience, label_smoothing, max_minutes,
-    device. Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
+    device; optional balanced, partial_views (share of `partial` images shown as partial views), select
+    ("last": no early stopping, keep the last epoch). Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
     """
     import torch
     from torch import nn
@@ -202,7 +223,11 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
     no_decay = [p_ for p_ in params if p_.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": hyper.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=hyper.lr)
-    cw = torch.tensor(class_weights(y_train, num_classes), dtype=torch.float32, device=device)
+    balanced = getattr(hyper, "balanced", False)
+    partial_p = getattr(hyper, "partial_views", 0.0)
+    keep_last = getattr(hyper, "select", "best-val") == "last"
+    cw = torch.tensor(np.ones(num_classes) if balanced else class_weights(y_train, num_classes),
+                      dtype=torch.float32, device=device)
     loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=hyper.label_smoothing)
     steps_per_epoch = math.ceil(len(y_train) / hyper.batch_size)
     total_steps = steps_per_epoch * hyper.epochs
@@ -220,12 +245,14 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
         model.train()
         for m in frozen:
             m.eval()   # frozen part: keep ImageNet BN statistics
-        order = rng.permutation(len(y_train))
+        order = balanced_draws(y_train, len(y_train), rng) if balanced else rng.permutation(len(y_train))
         running, seen = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{hyper.epochs}", leave=False, mininterval=10)
         for b in bar:
             idx = order[b * hyper.batch_size:(b + 1) * hyper.batch_size]
-            xb = D.per_image_standardise(augment_batch(x_train_big[idx], (w, h), rng))
+            xb = D.per_image_standardise(augment_batch(x_train_big[idx], (w, h), rng,
+                                                       partial=None if partial is None else partial[idx],
+                                                       partial_p=partial_p))
             xb = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(y_train[idx]).to(device)
             for g in opt.param_groups:
@@ -248,13 +275,13 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
             rec["val_loss"] = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
             rec.update(describe(val_logits, y_val) if describe else
                        {"val_acc": float((val_logits.argmax(1) == y_val).mean())})
-            improved = best is None or rec["val_loss"] < best["val_loss"]
+            improved = not keep_last and (best is None or rec["val_loss"] < best["val_loss"])
         shown = "  ".join(f"{k.replace('val_', 'val ')} {v:.3f}" for k, v in rec.items() if k not in ("epoch", "minutes"))
         print(f"epoch {epoch + 1}: {shown}  [{rec['minutes']:.1f} min]{'  *' if improved else ''}", flush=True)
         if improved:
             best, bad_epochs, best_logits = rec, 0, val_logits
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        elif x_val is not None:
+        elif x_val is not None and not keep_last:
             bad_epochs += 1
             if bad_epochs >= hyper.patience:
                 print(f"early stop: no val-loss gain for {hyper.patience} epochs")
@@ -262,8 +289,9 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
         if hyper.max_minutes and (time.time() - t0) / 60 > hyper.max_minutes:
             print(f"time box of {hyper.max_minutes} min reached")
             break
-    if best_state is None:      # no validation: the last epoch is the result
+    if best_state is None:      # no validation, or --select last: the last epoch is the result
         best = history[-1]
+        best_logits = val_logits if x_val is not None else None
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
         model.load_state_dict(best_state)

@@ -287,7 +287,7 @@ class Pipeline:
         else:
             probs, t_pre, out = None, time.monotonic(), None
             t_inf = t_pre
-        open_set, reject = self._open_set(out)
+        open_set, reject = self._open_set(out, probs)
         state = self.smoother.update(probs, t_media, blank=img_state.blank, frozen=img_state.frozen,
                                      reject=reject)
         anomaly = None
@@ -334,7 +334,7 @@ class Pipeline:
             t_rel = frame.pts_s if frame.pts_s is not None else t_cap
             summary.timeline.append((round(t_rel, 2), state.plane, state.label))
 
-    def _open_set(self, out) -> tuple[float | None, bool]:
+    def _open_set(self, out, probs) -> tuple[float | None, bool]:
         """(distance rounded for the message, reject?) of one frame; (None, False) without open-set."""
         if self.open_set is None:
             return None, False
@@ -342,7 +342,7 @@ class Pipeline:
             self.open_set.reset()
             return None, False
         score = float(out.open_set[0])
-        return round(score, 2), self.open_set.update(score)
+        return round(score, 2), self.open_set.update(score, self.smoother.top_plane_probability(probs))
 
     def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None) -> np.ndarray:
         """The image that may leave the process for this frame: the crop (no header band) with
@@ -365,7 +365,7 @@ def open_set_gate(info, backend) -> OpenSetGate | None:
     cfg = info.open_set
     if cfg is None or getattr(backend, "open_set_output", None) is None:
         return None
-    return OpenSetGate(cfg["threshold"], cfg.get("release", 0.6))
+    return OpenSetGate(cfg["threshold"], cfg.get("release", 0.6), cfg.get("near"), cfg.get("confident"))
 
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> RunSummary:

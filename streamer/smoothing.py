@@ -67,24 +67,33 @@ def smoothing_clock(is_file: bool, pts_s: float | None, t_capture: float) -> flo
 
 
 class OpenSetGate:
-    """Hysteresis on the model's open-set distance (engines/open_set.py): a frame is rejected (not a
-    standard plane) above `threshold`; once rejecting, frames stay rejected until the distance falls
-    below `release` x threshold, so a view on the edge does not flicker between a plane and uncertain."""
+    """The open-set reject rule (engines/open_set.py) with hysteresis. A frame is rejected (no standard
+    plane) when its distance is above `threshold` ("very far"), or above `near` while the model's top
+    plane probability is below `confident` ("far and unsure"). Models fitted with a distance-only rule
+    have no `near`: then the rule is distance > threshold. Once rejecting, both distances are scaled by
+    `release` (< 1) until a frame passes, so a view on the edge does not flicker between a plane and
+    uncertain."""
 
-    def __init__(self, threshold: float, release: float = 0.6):
-        if threshold <= 0 or not 0 < release <= 1:
-            raise ValueError("need threshold > 0 and 0 < release <= 1")
-        self.threshold, self.release = float(threshold), float(release)
+    def __init__(self, threshold: float, release: float = 0.6, near: float | None = None,
+                 confident: float | None = None):
+        near = threshold if near is None else near
+        if threshold <= 0 or not 0 < release <= 1 or not 0 < near <= threshold:
+            raise ValueError("need threshold > 0, 0 < near <= threshold and 0 < release <= 1")
+        self.threshold, self.release, self.near = float(threshold), float(release), float(near)
+        self.confident = 1.0 if confident is None else float(confident)
         self.rejecting = False
 
     def reset(self) -> None:
         self.rejecting = False
 
-    def update(self, score: float | None) -> bool:
+    def update(self, score: float | None, top_plane_p: float | None = None) -> bool:
+        """score: the frame's open-set distance (None: the model has none, never reject);
+        top_plane_p: the model's highest plane probability (None: treated as unsure)."""
         if score is None:
             return False
-        limit = self.release * self.threshold if self.rejecting else self.threshold
-        self.rejecting = bool(score > limit)
+        scale = self.release if self.rejecting else 1.0
+        unsure = top_plane_p is None or top_plane_p < self.confident
+        self.rejecting = bool(score > scale * self.threshold or (unsure and score > scale * self.near))
         return self.rejecting
 
 
@@ -101,6 +110,10 @@ class LabelSmoother:
         self.open_set_keeps = np.array([coarse_map.get(label, "other") in OPEN_SET_KEEPS
                                         for label in self.labels], np.float32)
         self.reset()
+
+    def top_plane_probability(self, probs: np.ndarray) -> float:
+        """The largest plane probability of one frame (fine classes summed per plane), for OpenSetGate."""
+        return float((np.asarray(probs, np.float32) @ self.to_plane).max())
 
     def reset(self) -> None:
         self.ema_plane: np.ndarray | None = None

@@ -24,6 +24,65 @@ def test_gate_rejects_above_threshold_and_releases_below_release_fraction():
         OpenSetGate(100.0, release=1.5)
 
 
+def test_far_or_unsure_rule_rejects_far_and_unsure_or_very_far_with_hysteresis():
+    gate = OpenSetGate(600.0, release=0.5, near=250.0, confident=0.9)
+    assert gate.update(400, top_plane_p=0.97) is False      # far-ish but the model is sure: kept
+    assert gate.update(400, top_plane_p=0.6) is True        # far and unsure: rejected
+    assert gate.update(200, top_plane_p=0.6) is True        # still above 0.5 x near while unsure
+    assert gate.update(200, top_plane_p=0.95) is False      # sure again and below 0.5 x threshold: released
+    assert gate.update(700, top_plane_p=0.99) is True       # very far: rejected however sure
+    assert gate.update(310, top_plane_p=0.99) is True       # hysteresis on the far limit too (> 300)
+    assert gate.update(290, top_plane_p=0.99) is False
+    assert gate.update(400) is True                         # no probability given: treated as unsure
+    with pytest.raises(ValueError):
+        OpenSetGate(100.0, near=200.0)                      # near must not exceed the far threshold
+
+
+def test_top_plane_probability_sums_the_brain_sub_planes():
+    sm = LabelSmoother(LABELS, COARSE)
+    probs = np.zeros(len(LABELS), np.float32)
+    brains = [i for i, l in enumerate(LABELS) if COARSE[l] == "brain"]
+    probs[brains[0]], probs[brains[1]] = 0.3, 0.3
+    probs[[i for i, l in enumerate(LABELS) if COARSE[l] != "brain"][0]] = 0.4
+    assert sm.top_plane_probability(probs) == pytest.approx(0.6)
+
+
+def test_cross_fitted_distances_come_from_fits_that_did_not_see_the_image():
+    from engines import open_set as O
+    rng = np.random.default_rng(0)
+    fine = np.repeat(np.array(["a", "b"]), 60)
+    emb = rng.standard_normal((120, 8)) + np.where(fine == "a", 0.0, 4.0)[:, None]
+    emb[0] += 6.0                                          # one atypical "a" image
+    patients = np.repeat(np.arange(40), 3)                 # 3 images per patient
+    folds = O.patient_folds(patients.astype(str), 5)
+    assert all(len(set(folds[patients == p])) == 1 for p in range(40)) and set(folds) == set(range(5))
+    fetal = np.ones(120, bool)
+    oof, extra = O.cross_fit_distances(emb, fine, fetal, folds, components=None, extra=(emb[:3], folds[:3]))
+    w, means, _ = O.fit_tied(emb, fine, components=None)
+    insample = O.distances(emb, w, means)
+    assert oof[0] > insample[0]                            # its own fit pulled the atypical image closer
+    np.testing.assert_allclose(extra, oof[:3])             # derived images are scored with their source's fold
+    k = folds[5]
+    w, means, _ = O.fit_tied(emb[folds != k], fine[folds != k], components=None)
+    assert oof[5] == pytest.approx(O.distances(emb[5:6], w, means)[0])
+
+
+def test_rule_tuning_keeps_the_fetal_share_and_rejects_far_unsure_negatives():
+    from engines import open_set as O
+    rng = np.random.default_rng(1)
+    d_pos = rng.gamma(4.0, 25.0, 1000)                     # fetal images: mostly near, confident
+    p_pos = np.clip(rng.normal(0.95, 0.03, 1000), 0, 1)
+    d_neg = rng.uniform(150, 400, 300)                     # partial views: mid distance, unsure
+    p_neg = rng.uniform(0.4, 0.8, 300)
+    every = np.ones(1000, bool)
+    rule = O.tune_rule(d_pos, p_pos, every, d_neg, p_neg, np.ones(300, bool), keep=0.99)
+    assert rule["near"] <= rule["threshold"]
+    kept = 1 - O.rejects(d_pos, p_pos, rule["threshold"], rule["near"], rule["confident"]).mean()
+    assert kept >= 0.99 and kept == pytest.approx(rule["tune_fetal_kept"])
+    dist_only = np.quantile(d_pos, 0.99)                   # the distance rule at the same keep rate
+    assert rule["tune_negatives_shown_fetal"] < (d_neg <= dist_only).mean()
+
+
 def test_rejected_frames_turn_a_shown_plane_uncertain_and_none_can_enter():
     sm = LabelSmoother(LABELS, COARSE)
     s, t = feed(sm, BRAIN, 1.0, 30)
@@ -101,11 +160,13 @@ def test_refit_on_training_patients_writes_metadata(tmp_path):
     p = subprocess.run([sys.executable, "-m", "engines", "open-set", "--model", "planes_lite0", "--out", str(out),
                         "--components", "32", "--threads", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr
-    info = PlaneClassifier(out).info
-    fit = info.open_set
-    assert fit["components"] == 32 and fit["fit_images"] > 500
-    # The threshold is the training fetal-plane 0.99 quantile: about 1 % of them are above it.
-    assert 0.0 < fit["train_fetal_rejected"] <= 0.02
+    fit = PlaneClassifier(out).info.open_set
+    assert fit["components"] == 32 and fit["fit_images"] > 500 and fit["folds"] == 5
+    # far-or-unsure, tuned on training patients: keeps >= 0.99 of their fetal images (out-of-fold distances)
+    # and shows fewer partial views as a fetal plane than the model alone.
+    assert fit["tune_fetal_kept"] >= 0.99 and 0 < fit["near"] <= fit["threshold"] and 0 < fit["confident"] < 1
+    assert fit["tune_negatives_shown_fetal"] < fit["partial_views_shown_fetal_without_gate"]
+    assert "training patients only" in fit["threshold_rule"] and fit["caveat"]
 
 
 def test_curve_on_a_recorded_sweep_replays_the_gate(tmp_path):

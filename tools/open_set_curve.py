@@ -6,6 +6,8 @@
     # sweeps: replay recorded runs (bench_video.py --save-results) over thresholds
     python tools/open_set_curve.py --results R1.jsonl --labels S1.csv [--results R2.jsonl --labels S2.csv]
 
+The rule is the model's (metadata `open_set`: distance > threshold, or, for far-or-unsure fits, distance >
+near while the top plane probability < confident); the curve scales both distances by one factor.
 Non-standard = FETAL_PLANES_DB `Other` and `Maternal cervix`; "shown as a fetal plane" = brain, abdomen,
 femur or thorax (showing `other`, `cervix` or `uncertain` is fine). Thresholds are multiples of the
 model's own (metadata `open_set.threshold`, fitted on training patients by `python -m engines open-set`);
@@ -43,25 +45,27 @@ def stills(model: str, data: str, threads: int, gate_model: str | None = None) -
     samples = D.load_index(data)
     _, val = D.split_samples(samples, D.read_val_patients())
     gate = PlaneClassifier(gate_model, threads=threads) if gate_model else None
-    truth, pred, dist, background = [], [], [], []
+    truth, pred, dist, top, background = [], [], [], [], []
     for s in val:
         roi = D.runtime_roi(D.read_frame(s))
         p = clf.predict(roi)
         truth.append(s.coarse)
         pred.append(p.plane)
         dist.append(p.open_set)
+        top.append(max(p.plane_probs().values()))
         if gate is not None:     # SonoNet16's Background class ("other") as a second opinion
             background.append(gate.predict(roi).plane == "other")
-    truth, pred, dist = np.array(truth), np.array(pred), np.array(dist)
+    truth, pred, dist, top = np.array(truth), np.array(pred), np.array(dist), np.array(top)
+    near, confident = cfg.get("near", cfg["threshold"]), cfg.get("confident", 1.0)
     fetal, nonstd = np.isin(truth, FETAL), ~np.isin(truth, FETAL)
     print(f"{model}: validation stills {len(val)} ({fetal.sum()} of the four fetal planes, {nonstd.sum()} non-standard: "
-          f"{(truth == 'other').sum()} Other + {(truth == 'cervix').sum()} cervix); shipped threshold {cfg['threshold']}")
+          f"{(truth == 'other').sum()} Other + {(truth == 'cervix').sum()} cervix); shipped rule: {rule_text(cfg)}")
     print(f"{'threshold':>12} {'four-plane acc':>15} {'non-std shown fetal':>20} {'fetal rejected':>15}")
     rows = []
     per_class = {}
     for f in FACTORS:
         thr = None if f is None else f * cfg["threshold"]
-        rej = np.zeros(len(dist), bool) if thr is None else dist > thr
+        rej = np.zeros(len(dist), bool) if thr is None else (dist > thr) | ((dist > f * near) & (top < confident))
         rej &= np.isin(pred, FETAL)      # as the runtime: the model's own other / cervix answer stands
         shown = np.where(rej, "uncertain", pred)
         acc = float((shown[fetal] == truth[fetal]).mean())
@@ -94,17 +98,27 @@ def stills(model: str, data: str, threads: int, gate_model: str | None = None) -
     return rows
 
 
+def rule_text(cfg: dict) -> str:
+    if cfg.get("near") is None:
+        return f"distance > {cfg['threshold']:.1f}"
+    return (f"distance > {cfg['threshold']:.1f}, or > {cfg['near']:.1f} with top plane probability < "
+            f"{cfg['confident']}")
+
+
 def replay(results: list[dict], labels, coarse_map, threshold: float | None, release: float,
-           video_times: dict[int, float]) -> list[dict]:
+           video_times: dict[int, float], near: float | None = None, confident: float | None = None) -> list[dict]:
+    """The runtime's smoother and gate over recorded results. The top plane probability comes from the
+    recorded top-3 (the rest of the probability is spread over classes outside it)."""
     from streamer.smoothing import LabelSmoother, OpenSetGate
     smoother = LabelSmoother(labels, coarse_map)
-    gate = OpenSetGate(threshold, release) if threshold else None
+    gate = OpenSetGate(threshold, release, near, confident) if threshold else None
     out = []
     for r in results:
         probs = probs_from_topk(r["topk"], labels)
         if gate is not None and probs is None:
             gate.reset()
-        reject = bool(gate and probs is not None and gate.update(r.get("open_set")))
+        reject = bool(gate and probs is not None and
+                      gate.update(r.get("open_set"), smoother.top_plane_probability(probs)))
         state = smoother.update(probs, video_times[r["frame"]], blank=probs is None, frozen=r["flags"]["frozen"],
                                 reject=reject)
         out.append({**r, "plane": state.plane, "confidence": state.confidence})
@@ -128,15 +142,17 @@ def sweeps(paths: list[str], label_csvs: list[str], model: str | None, release: 
     base, release = cfg.get("threshold"), release if release is not None else cfg.get("release", 0.6)
     if base is None:
         raise SystemExit(f"{info.model_id}: no open-set fit in this model")
-    print(f"{info.model_id}: {len(recs)} sweep(s), replayed on the video clock; shipped threshold {base}, "
-          f"release {release}")
+    near, confident = cfg.get("near"), cfg.get("confident")
+    print(f"{info.model_id}: {len(recs)} sweep(s), replayed on the video clock; shipped rule {rule_text(cfg)}, "
+          f"release {release}; thresholds below scale both distances")
     print(f"{'threshold':>12} {'4-plane stable acc':>19} {'non-std shown fetal':>20} {'stable acc':>11} "
           f"{'flicker/min':>12} {'tts p90 s':>10}")
     out = []
     for f in FACTORS:
         thr = None if f is None else f * base
         reps = [score(replay(res, info.labels, info.coarse_map, thr, release,
-                             {int(g["frame"]): float(g["t_s"]) for g in rows}), rows) for res, rows in recs]
+                             {int(g["frame"]): float(g["t_s"]) for g in rows},
+                             None if near is None or f is None else f * near, confident), rows) for res, rows in recs]
         n_std = sum(r["nonstandard_frames"] for r in reps)
         w4 = [sum(1 for g in rows if g["kind"] == "stable" and g["plane"].startswith("Fetal")) for _, rows in recs]
         ws = [sum(1 for g in rows if g["kind"] == "stable" and g["plane"]) for _, rows in recs]
