@@ -20,6 +20,11 @@ Live sources (network, V4L2, camera) wait for the source and reconnect forever b
 reporting status `connecting` / `reconnecting` (`open_deadline_s` bounds the wait for the first
 open); a file ends with status `ended`. Frame indices keep counting across reconnects and
 restarts. A resolution change mid-stream is just a new shape in the slot header (sized for 4K).
+
+The slot holds either BGR or, for limited-range YUV 4:2:0 video (what H.264 / HEVC decoders put out),
+the decoder's planes as one I420 buffer, with no colour conversion in the capture at all (the
+luma path, streamer/yuv.py): half the bytes to copy, and the BGR conversion that cost more than
+the copy is gone; the pipeline works on the Y plane and converts only the crops that leave in colour.
 """
 from __future__ import annotations
 
@@ -36,12 +41,16 @@ import numpy as np
 
 from engines.errors import SourceError
 
+from . import yuv
+
 MAX_FRAME_BYTES = 3840 * 2160 * 3
 # Slot header. seq: seqlock counter (odd while the child writes); index: frame index, monotonic
 # across reconnects; pts (nan if none); capture times; shape; decode_errors: damaged packets
 # skipped so far (this child); consumed: the last seq the parent took (fast mode).
+# layout: LAYOUT_BGR (h x w x 3) or LAYOUT_I420 (Y, then U, then V; streamer/yuv.py).
 HEADER = np.dtype([("seq", "i8"), ("index", "i8"), ("pts", "f8"), ("t_mono", "f8"), ("t_wall", "f8"),
-                   ("h", "i4"), ("w", "i4"), ("decode_errors", "i8"), ("consumed", "i8")])
+                   ("h", "i4"), ("w", "i4"), ("decode_errors", "i8"), ("consumed", "i8"), ("layout", "i4")])
+LAYOUT_BGR, LAYOUT_I420 = 0, 1
 HEADER_BYTES = 128
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0)        # between reconnect attempts of a live source
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)   # between restarts of a dead capture process
@@ -50,14 +59,65 @@ CLOSE_TIMEOUT_S = 1.5     # a child blocked in an open/read gets SIGKILL after t
 PR_SET_PDEATHSIG = 1
 
 
-@dataclass
 class CapturedFrame:
-    image: np.ndarray
-    index: int                # source frame index (monotonic across reconnects and restarts)
-    pts_s: float | None
-    t_capture_mono: float
-    t_capture_wall: float
-    skipped_since_last: int   # frames overwritten before the consumer took them
+    """One frame taken from the slot (owned: a copy, never reused by the capture).
+
+    `luma` is what the analysis runs on: the Y plane of a YUV 4:2:0 frame (with `luma_range`
+    "limited": streamer/yuv.luma_to_gray maps it to gray), or the BGR image itself (luma_range
+    None: gray analysis averages or converts its channels as before). `colour(rect)` and
+    `colour_halved(rect, n)` convert only a crop to BGR; `image` is the whole frame in BGR,
+    converted on first use (tools and `sonoplane check`; the live loop never asks for it)."""
+
+    def __init__(self, pixels: np.ndarray, layout: int, height: int, width: int, index: int,
+                 pts_s: float | None, t_capture_mono: float, t_capture_wall: float, skipped_since_last: int):
+        self.pixels, self.layout, self.height, self.width = pixels, layout, height, width
+        self.index = index                # source frame index (monotonic across reconnects and restarts)
+        self.pts_s = pts_s
+        self.t_capture_mono = t_capture_mono
+        self.t_capture_wall = t_capture_wall
+        self.skipped_since_last = skipped_since_last   # frames overwritten before the consumer took them
+        self._bgr = pixels if layout == LAYOUT_BGR else None
+
+    @property
+    def is_yuv(self) -> bool:
+        return self.layout == LAYOUT_I420
+
+    @property
+    def luma(self) -> np.ndarray:
+        return yuv.planes(self.pixels, self.height, self.width)[0] if self.is_yuv else self.pixels
+
+    @property
+    def luma_range(self) -> str | None:
+        return "limited" if self.is_yuv else None
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = yuv.to_bgr(self.pixels, self.height, self.width)
+        return self._bgr
+
+    def colour(self, rect) -> np.ndarray:
+        """BGR of the crop `rect` (a view for BGR frames, a converted copy for YUV ones)."""
+        if not self.is_yuv:
+            return rect.apply(self.pixels)
+        return yuv.to_bgr(self.pixels, self.height, self.width, rect)
+
+    def colour_halved(self, rect, halvings: int) -> np.ndarray:
+        """BGR of the crop halved `halvings` times (engines.downscale), converted after downscaling
+        for YUV frames; a display-size copy at a fraction of the full conversion's cost."""
+        if not self.is_yuv:
+            from engines.downscale import halve_times
+            return halve_times(rect.apply(self.pixels), halvings)
+        return yuv.to_bgr_halved(self.pixels, self.height, self.width, rect, halvings)
+
+    def detect_image(self, min_width: int) -> np.ndarray:
+        """A fresh BGR copy of the whole frame, halved while it stays >= min_width wide (the crop
+        tracker's detection input: it needs colour to tell coloured UI from gray B-mode)."""
+        from engines.crop import CropRect
+        from engines.downscale import halvings_to
+        n = halvings_to(self.width, self.height, min_width)
+        small = self.colour_halved(CropRect(0, 0, self.width, self.height), n)
+        return small.copy() if small is self.pixels else small
 
 
 @dataclass
@@ -72,6 +132,7 @@ class CaptureOptions:
     open_deadline_s: float | None = None # live: give up when not open after this long (None: never)
     reconnect: bool = True    # live sources only
     max_frames: int | None = None
+    yuv420: bool = True       # hand YUV 4:2:0 video over as planes (no BGR conversion); False: BGR always
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -137,6 +198,7 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
     shm = shared_memory.SharedMemory(name=shm_name)
     header = np.ndarray((1,), HEADER, buffer=shm.buf[:HEADER.itemsize])
     pixels = shm.buf[HEADER_BYTES:]
+    slot_bytes = np.frombuffer(pixels, np.uint8)
     seq = int(header["seq"][0]) // 2      # frames written by earlier capture processes count on
     next_index = index_base
     attempt = 0
@@ -148,7 +210,8 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
         while not ctl.poll():
             try:
                 src = open_source(opts.source, pix_fmt=opts.pix_fmt, size=opts.size,
-                                  open_timeout_s=opts.open_timeout_s, read_timeout_s=opts.read_timeout_s)
+                                  open_timeout_s=opts.open_timeout_s, read_timeout_s=opts.read_timeout_s,
+                                  yuv420=opts.yuv420)
             except SourceError as exc:
                 live = _is_live(opts.source)
                 waited = time.monotonic() - t_start
@@ -190,21 +253,27 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
                         wait = t0 + (frame.pts_s - pts0) - time.monotonic()
                         if wait > 0 and ctl.wait(wait):
                             break
-                    img = frame.image
-                    if img.nbytes > MAX_FRAME_BYTES:
-                        send("error", f"{opts.source}: frame {img.shape[1]}x{img.shape[0]} larger than 4K", None)
+                    h, w = frame.shape[:2]
+                    layout = LAYOUT_BGR if frame.planes is None else LAYOUT_I420
+                    nbytes = frame.image.nbytes if layout == LAYOUT_BGR else yuv.i420_rows(h) * w
+                    if nbytes > MAX_FRAME_BYTES or h * w > 3840 * 2160:
+                        send("error", f"{opts.source}: frame {w}x{h} larger than 4K", None)
                         return
                     if opts.fast:   # wait until the consumer took the previous frame
                         while int(header["consumed"][0]) < seq and not ctl.wait(0.5):
                             pass
                         if ctl.stopped:
                             break
-                    h, w = img.shape[:2]
                     if (h, w) != (int(header["h"][0]), int(header["w"][0])) and seq > 0:
                         send("status", "live", {**info.as_dict(), "width": w, "height": h,
                                                 "pix_fmt": frame.pix_fmt, "resized": True})
                     header["seq"] = 2 * seq + 1                     # writing
-                    np.frombuffer(pixels, np.uint8, img.nbytes)[:] = img.reshape(-1)
+                    slot = slot_bytes[:nbytes]
+                    if layout == LAYOUT_BGR:
+                        slot[:] = frame.image.reshape(-1)
+                    else:   # straight from the decoder's planes (skipping line padding): one copy
+                        yuv.write_planes(slot, h, w, frame.planes)
+                    header["layout"] = layout
                     header["index"] = next_index
                     header["pts"] = np.nan if frame.pts_s is None else frame.pts_s
                     header["t_mono"], header["t_wall"] = time.monotonic(), time.time()
@@ -247,7 +316,8 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
     except Exception as exc:   # report, never die silently
         send("error", f"capture failed: {type(exc).__name__}: {exc}", None)
     finally:
-        del header, pixels
+        slot = None                               # every view of the mapping goes before close()
+        del header, pixels, slot_bytes, slot
         shm.close()
 
 
@@ -267,7 +337,7 @@ class CaptureProcess:
         self._ctx = mp.get_context("spawn")
         self.shm = shared_memory.SharedMemory(create=True, size=HEADER_BYTES + MAX_FRAME_BYTES)
         self._header = np.ndarray((1,), HEADER, buffer=self.shm.buf[:HEADER.itemsize])
-        self._header[0] = (0, -1, np.nan, 0.0, 0.0, 0, 0, 0, 0)
+        self._header[0] = (0, -1, np.nan, 0.0, 0.0, 0, 0, 0, 0, LAYOUT_BGR)
         self.proc = None
         self._notify = self._events = self._control = None
         self.last_seq = 0
@@ -420,8 +490,9 @@ class CaptureProcess:
             if seq == self.last_seq:
                 return None
             h0 = hdr[0].copy()
-            h, w = int(h0["h"]), int(h0["w"])
-            image = np.frombuffer(self.shm.buf[HEADER_BYTES:], np.uint8, h * w * 3).reshape(h, w, 3).copy()
+            h, w, layout = int(h0["h"]), int(h0["w"]), int(h0["layout"])
+            shape = (yuv.i420_rows(h), w) if layout == LAYOUT_I420 else (h, w, 3)
+            pixels = np.frombuffer(self.shm.buf[HEADER_BYTES:], np.uint8, int(np.prod(shape))).reshape(shape).copy()
             if int(hdr["seq"][0]) != s1:     # overwritten while we copied: take the newer one
                 continue
             skipped = max(0, seq - self.last_seq - 1)
@@ -433,7 +504,7 @@ class CaptureProcess:
                 except OSError:
                     pass
             pts = float(h0["pts"])
-            frame = CapturedFrame(image, int(h0["index"]), None if np.isnan(pts) else pts,
+            frame = CapturedFrame(pixels, layout, h, w, int(h0["index"]), None if np.isnan(pts) else pts,
                                   float(h0["t_mono"]), float(h0["t_wall"]), skipped)
             self.skipped_total += skipped
             self.delivered += 1 + skipped

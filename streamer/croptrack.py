@@ -9,10 +9,13 @@ its frame buffer) and takes the verdict on a later frame. Detection runs on that
 (detect_ultrasound_region works on a 320-pixel-wide image anyway) and the region is scaled back.
 Detected regions are cut to a width and height that are multiples of 4 (snap_size): halving an
 odd-sized crop takes OpenCV's slow path (~16 ms instead of ~0.6 ms for a 1080p crop here).
+On the YUV path (streamer/yuv.py) the frame is a Y plane; the caller then passes `detect_image`,
+which makes the small colour copy detection needs (it tells coloured UI from gray B-mode).
 """
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
@@ -57,7 +60,10 @@ class BackgroundCropTracker(CropTracker):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crop-redetect")
         self._pending: tuple[Future, tuple] | None = None
 
-    def update(self, frame: np.ndarray) -> CropRect:
+    def update(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray] | None = None) -> CropRect:
+        """frame: the full frame (its shape sets the region's coordinates). detect_image(min_width):
+        a fresh BGR copy of the frame at least min_width wide, for detection (default: `frame`
+        halved); the pipeline's YUV frames make it from their planes."""
         preset = PRESETS.get(self.preset)
         if self.preset == "none" or (preset is not None and
                                      (frame.shape[1], frame.shape[0]) == (preset.frame_width, preset.frame_height)):
@@ -67,7 +73,10 @@ class BackgroundCropTracker(CropTracker):
             self.rect, self._candidate, self._candidate_hits = None, None, 0
             self._pending = None                 # a verdict on the old size is void
         if self.rect is None:                    # nothing yet (start, or blank so far): detect now
-            self.rect = detect_on_downscaled(frame)
+            if detect_image is None:
+                self.rect = detect_on_downscaled(frame)
+            else:
+                self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), frame.shape[1], frame.shape[0])
             self._frames_since_detect = 0
             self.redetections += 1
             return self.rect or CropRect.full(frame)
@@ -80,7 +89,10 @@ class BackgroundCropTracker(CropTracker):
         if self._frames_since_detect >= self.redetect_every and self._pending is None:
             self._frames_since_detect = 0
             h, w = frame.shape[:2]
-            small = halve_times(frame, halvings_to(w, h, 2 * DETECT_WIDTH))
+            if detect_image is not None:
+                small = detect_image(2 * DETECT_WIDTH)
+            else:
+                small = halve_times(frame, halvings_to(w, h, 2 * DETECT_WIDTH))
             if small is frame:
                 small = frame.copy()             # the worker must own what it reads
             self._pending = (self._pool.submit(_detect_scaled, small, w, h), frame.shape)

@@ -17,8 +17,9 @@ from typing import Callable
 class FramesWorker:
     def __init__(self, send: Callable[..., None], fps: float | None = 30.0):
         self.send = send
-        # Applied to the image on the worker before sending (the pipeline's redaction of burned-in
-        # text: tens of ms on a 1080p crop, so it belongs here, not on the per-frame path).
+        # Applied on the worker before sending: prepare(handed-over object) -> (image to send, width
+        # in source pixels of the crop it shows). The pipeline's colour conversion and redaction of
+        # burned-in text (ms per 1080p crop) belong here, not on the per-frame path.
         self.prepare: Callable | None = None
         self.min_interval_s = 1.0 / fps if fps and fps > 0 else 0.0
         self._cond = threading.Condition()
@@ -56,8 +57,10 @@ class FramesWorker:
                 job, self._pending = self._pending, None
             try:
                 if self.prepare is not None:
-                    job = (self.prepare(job[0]), *job[1:])
-                self.send(*job)
+                    image, source_width = self.prepare(job[0])
+                    self.send(image, *job[1:], source_width=source_width)
+                else:
+                    self.send(*job)
                 self.sent += 1
             except Exception:          # a bad frame must not kill the topic; counted
                 self.errors += 1

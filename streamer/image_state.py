@@ -6,7 +6,8 @@
   frame, while a frozen image re-encoded by H.264 differs by well under one grey level; the
   threshold sits between the two. Frozen is reported after `frozen_min_s` of stillness.
 Both run on a 160x120 gray copy (area halvings, then one small resize): a fraction of a
-millisecond at 1080p.
+millisecond at 1080p. The input may be a limited-range Y plane (the YUV path, streamer/yuv.py):
+the probe is then mapped to the gray a BGR conversion gives, so the thresholds keep their meaning.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from engines.downscale import halve_times, halvings_to
+from engines.preprocess import limited_luma_to_gray
 
 PROBE_SIZE = (160, 120)
 # Below this mean grey change between frames an image is not live (the frozen detector's default).
@@ -42,7 +44,8 @@ class ImageStateDetector:
         self._prev: np.ndarray | None = None
         self._still_since: float | None = None
 
-    def update(self, roi_bgr: np.ndarray, t: float) -> ImageState:
+    def update(self, roi_bgr: np.ndarray, t: float, luma_range: str | None = None) -> ImageState:
+        """roi_bgr: the crop (BGR, gray, or with luma_range="limited" a Y plane), t: media time s."""
         # Halvings first (fast integer path), then one small resize: a direct INTER_AREA from a
         # 1080p crop to 160x120 costs several ms (engines/downscale.py).
         h, w = roi_bgr.shape[:2]
@@ -51,6 +54,8 @@ class ImageStateDetector:
         if small.ndim == 3:
             small = cv2.cvtColor(small[:, :, :3], cv2.COLOR_BGR2GRAY)
         small = small.astype(np.float32)
+        if luma_range == "limited":
+            limited_luma_to_gray(small)
         mean = float(small.mean())
         blank = float(np.percentile(small, 90)) <= self.blank_p90_max
         change = float("inf") if self._prev is None else float(np.abs(small - self._prev).mean())

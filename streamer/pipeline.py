@@ -2,7 +2,9 @@
 
 One call per stage, each stamped with time.monotonic() at its end (the `stages` of a result).
 Capture runs in its own process (streamer.capture); everything else runs here, in order, on the
-newest frame.
+newest frame. YUV 4:2:0 video arrives as planes (the luma path, streamer/yuv.py): crop tracking,
+blank/frozen detection and preprocessing run on the Y plane, and only the crops that leave the
+process (frames topic, exam captures) are converted to colour, on the frames worker.
 """
 from __future__ import annotations
 
@@ -130,9 +132,9 @@ class AnomalyStage:
         self.abnormal = self.info.labels.index("abnormal")
         self.band = self.info.uncertain_band or (0.5, 0.5)
 
-    def __call__(self, roi: np.ndarray) -> dict:
+    def __call__(self, roi: np.ndarray, luma_range: str | None = None) -> dict:
         from .infer import softmax_with_temperature
-        logits = self.backend.infer(self.preprocess(roi)).logits[0]
+        logits = self.backend.infer(self.preprocess(roi, luma_range=luma_range)).logits[0]
         p = float(softmax_with_temperature(logits, self.info.temperature)[self.abnormal])
         lo, hi = self.band
         state = "abnormal" if p >= hi else "normal" if p < lo else "uncertain"
@@ -199,7 +201,7 @@ class Pipeline:
         if self.publisher is None:
             self.publisher = self.open_publisher()
         if self.publisher.frames is not None and self.exam is None:
-            self.publisher.frames.prepare = self.outgoing_image     # redaction on the frames worker
+            self.publisher.frames.prepare = self.frames_topic_image   # colour + redaction on the worker
         if self.exam is not None:
             self.exam.attach(self.publisher)   # sees exactly the results and images that go out
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
@@ -268,16 +270,17 @@ class Pipeline:
     def _process(self, frame, cap: CaptureProcess, summary: RunSummary, recent: list[float]) -> None:
         t_cap = frame.t_capture_mono
         t_media = smoothing_clock(self.source_is_file, frame.pts_s, t_cap)
-        rect = self.crop.update(frame.image)
-        roi = rect.apply(frame.image)
+        image = frame.luma          # the Y plane of YUV video, else the BGR frame
+        rect = self.crop.update(image, frame.detect_image if frame.is_yuv else None)
+        roi = rect.apply(image)
         # The model's own area halvings, done once: blank/frozen detection and preprocessing both
         # start from this copy (identical model input: engines/preprocess.py halvings()).
         pre = self.classifier.preprocess
         half = halve_times(roi, pre.halvings(roi.shape[1], roi.shape[0]))
-        img_state = self.image_state.update(half, t_media)
+        img_state = self.image_state.update(half, t_media, luma_range=frame.luma_range)
         pred = cam = None
         if not img_state.blank:            # no ultrasound image: nothing to classify
-            x = pre(half, out=self._input)
+            x = pre(half, out=self._input, luma_range=frame.luma_range)
             t_pre = time.monotonic()
             out = self.classifier.backend.infer(x)
             cam = out.cam[0] if out.cam is not None else None
@@ -292,7 +295,7 @@ class Pipeline:
                                      reject=reject)
         anomaly = None
         if self.anomaly is not None and state.plane == "brain" and not state.frozen:
-            anomaly = self.anomaly(roi)
+            anomaly = self.anomaly(roi, frame.luma_range)
         t_smooth = time.monotonic()
 
         info = self.classifier.info
@@ -317,17 +320,20 @@ class Pipeline:
                       "stale": cap.state != "live", "open_set_reject": reject},
             "open_set": open_set,
             "anomaly": anomaly, "skipped_total": cap.skipped_total,
-            "skipped_since_last": frame.skipped_since_last, "source": self._source(cap, frame.image),
+            "skipped_since_last": frame.skipped_since_last, "source": self._source(cap, image),
             "crop": rect.as_list(), "fps": float(len(recent)),
             "cam": small_cam(cam, info.labels, state.label),
             "t_media": t_media,
         }
         self.publisher.result(payload)
         if self.exam is None and self.publisher.frames is not None:
-            # Redaction, resize and JPEG on the frames worker (publisher.frames.prepare), off this path.
-            self.publisher.frame(roi, frame.index, t_cap, rect.as_list())
+            # Colour conversion, redaction, resize and JPEG on the frames worker
+            # (publisher.frames.prepare = frames_topic_image), off this path; the frame is ours
+            # (a copy from the capture slot), so the worker may read it later.
+            self.publisher.frame((frame, rect), frame.index, t_cap, rect.as_list())
         elif self.publisher.send_frames or self.exam is not None:   # redact only what is sent or saved
-            self.publisher.frame(self.outgoing_image(roi, frame.index), frame.index, t_cap, rect.as_list())
+            self.publisher.frame(self.outgoing_image(frame.colour(rect), frame.index), frame.index, t_cap,
+                                 rect.as_list())
         summary.latency_ms.append((t_pub - t_cap) * 1e3)
         if state.changed or not summary.timeline:
             summary.segments += 1
@@ -343,6 +349,12 @@ class Pipeline:
             return None, False
         score = float(out.open_set[0])
         return round(score, 2), self.open_set.update(score, self.smoother.top_plane_probability(probs))
+
+    def frames_topic_image(self, job) -> tuple[np.ndarray, int]:
+        """On the frames worker: (the colour, redacted image of a classified frame's crop, the
+        crop's width in source pixels). `job` is the (CapturedFrame, CropRect) the loop handed over."""
+        frame, rect = job
+        return self.outgoing_image(frame.colour(rect)), rect.width
 
     def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None) -> np.ndarray:
         """The image that may leave the process for this frame: the crop (no header band) with

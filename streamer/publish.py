@@ -79,12 +79,15 @@ class Publisher:
         else:
             self._send_frame(image, frame_index, t_capture_mono, crop)
 
-    def _send_frame(self, image: np.ndarray, frame_index: int, t_capture_mono: float, crop: list[int]) -> None:
+    def _send_frame(self, image: np.ndarray, frame_index: int, t_capture_mono: float, crop: list[int],
+                    source_width: int | None = None) -> None:
+        """source_width: the crop's width in source pixels when `image` is already a smaller copy
+        of it (the message's `scale` is JPEG pixels per source pixel)."""
         h, w = image.shape[:2]
         # Halvings, then one linear step of less than 2x: a direct INTER_AREA from a 1080p crop
         # to 640 wide costs several ms (engines/downscale.py).
         small = downscale_to_width(image, FRAME_MAX_WIDTH, cv2.INTER_LINEAR)
-        scale = small.shape[1] / w
+        scale = small.shape[1] / (source_width or w)
         ok, jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if not ok:
             return

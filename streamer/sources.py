@@ -5,7 +5,8 @@
     open_source("/dev/video0", pix_fmt="mjpeg", size="1920x1080")   # V4L2 frame grabber (PyAV)
     open_source("0")                             # camera index (OpenCV)
 
-A source yields `SourceFrame`s (BGR uint8) and raises `SourceError` with a one-line message for
+A source yields `SourceFrame`s (BGR uint8, or with `yuv420=True` the decoder's own YUV 4:2:0 planes
+where the video has them: streamer/yuv.py) and raises `SourceError` with a one-line message for
 anything a user can get wrong: missing file, corrupt file, unsupported URL, unreachable device.
 """
 from __future__ import annotations
@@ -27,10 +28,17 @@ NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "srt", "tcp", "http", "https",
 
 @dataclass
 class SourceFrame:
-    image: np.ndarray          # HxWx3 BGR uint8
+    image: np.ndarray | None   # HxWx3 BGR uint8 (None when `planes` is given)
     index: int                 # 0-based frame count from this source
     pts_s: float | None        # presentation time in seconds, when the container has it
     pix_fmt: str               # the source's native pixel format (yuv420p, mjpeg, bgr24...)
+    # Limited-range YUV 4:2:0 (Y, U, V) views of the decoder's buffers (valid until the next frame),
+    # instead of `image`: only when the source was opened with yuv420=True and the frame qualifies.
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.planes[0].shape if self.planes is not None else self.image.shape
 
 
 @dataclass
@@ -68,10 +76,11 @@ class PyAVSource:
     """Files, network streams and V4L2 devices through PyAV/FFmpeg."""
 
     def __init__(self, spec: str, kind: str, pix_fmt: str | None = None, size: str | None = None,
-                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0):
+                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False):
         import av
 
         self.spec, self.kind = spec, kind
+        self.yuv420 = yuv420
         options: dict[str, str] = {}
         fmt = None
         url = spec
@@ -177,7 +186,9 @@ class PyAVSource:
                         continue
                     self._skip_until_pts = None
                 consecutive = 0
-                yield SourceFrame(frame.to_ndarray(format="bgr24"), index, pts, str(frame.format.name))
+                planes = _yuv420_planes(frame) if self.yuv420 else None
+                image = None if planes is not None else frame.to_ndarray(format="bgr24")
+                yield SourceFrame(image, index, pts, str(frame.format.name), planes)
                 index += 1
         if index == 0 and self.kind == "file" and self._skip_until_pts is None:
             raise SourceError(f"{self.spec}: no decodable video frames (corrupt or truncated file?)")
@@ -224,13 +235,27 @@ class OpenCVSource:
         self.cap.release()
 
 
+AVCOL_RANGE_JPEG = 2     # full-range ("JPEG") YUV: not what the limited-range conversion expects
+
+
+def _yuv420_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(Y, U, V) views of a limited-range 4:2:0 frame with even sizes (streamer/yuv.py), else None
+    (the caller converts to BGR). Views skip the decoder's line padding; no copy."""
+    if frame.format.name != "yuv420p" or (frame.width | frame.height) & 1 or \
+            getattr(frame, "color_range", 0) == AVCOL_RANGE_JPEG:
+        return None
+    return tuple(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in frame.planes)
+
+
 def open_source(spec: str, pix_fmt: str | None = None, size: str | None = None,
-                open_timeout_s: float = 5.0, read_timeout_s: float = 5.0):
+                open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False):
+    """yuv420: yield the decoder's YUV 4:2:0 planes where a frame has them (the capture process);
+    the OpenCV camera source is always BGR."""
     kind = classify_spec(str(spec))
     if kind == "camera":
         return OpenCVSource(spec, size=size)
     return PyAVSource(spec, kind, pix_fmt=pix_fmt, size=size, open_timeout_s=open_timeout_s,
-                      read_timeout_s=read_timeout_s)
+                      read_timeout_s=read_timeout_s, yuv420=yuv420)
 
 
 def _reason(exc: BaseException) -> str:
