@@ -333,12 +333,14 @@ def test_run_with_exam_on_the_sample_clip(tmp_path):
     # The cropped ultrasound region only, never the full scanner frame (burned-in text).
     assert (img.shape[1], img.shape[0]) == (x1 - x0, y1 - y0) == tuple(side["image_size"])
     # Exactly the published image: that frame of the clip, cropped, with burned-in text redacted.
+    # The clip is YUV 4:2:0: the run converts it to colour as streamer.yuv does (the luma path).
     import av
     from engines.redact import redact_text
+    from streamer import yuv
     with av.open(str(SAMPLE_CLIP)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i == brain["best"]["frame"]:
-                full = f.to_ndarray(format="bgr24")
+                full = yuv.to_bgr(f.to_ndarray(format="yuv420p"), f.height, f.width)
                 break
     assert img.shape[1] < full.shape[1]
     crop = full[y0:y1, x0:x1]
