@@ -7,16 +7,19 @@
 Runs the real Pipeline in this process (capture in its own process as usual) and wraps the
 methods of its parts with timers: crop tracking, blank/frozen detection, preprocess, the model,
 smoothing, the result message, the frames topic (resize + JPEG, or the hand-over to its worker),
-and the whole per-frame loop body; each as wall time and as this thread's CPU time (less
+the frames worker's preparation (colour conversion of the crop + redaction), and the whole
+per-frame loop body; each as wall time and as this thread's CPU time (less
 noisy on a shared machine). Parts that a version of
 the pipeline lacks are left out. Prints p50 / p99 / mean ms per span and the share of frames
-classified. Timers add ~1 us per call.
+classified, and the CPU of the capture process (decode + conversion + copy into shared memory) per
+delivered frame. Timers add ~1 us per call.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -40,6 +43,9 @@ SPANS = [
     ("frames topic", "publisher", "frame"),
     ("frames worker", "publisher.frames", "send"),   # resize + JPEG + send on its own thread
 ]
+# The frames worker's preparation (colour conversion of the crop + redaction, on its thread): the
+# Pipeline method the worker calls, whichever a version has.
+PREPARE_METHODS = ("frames_topic_image", "outgoing_image")
 
 
 def _resolve(obj, path: str):
@@ -95,9 +101,19 @@ def profile(pipeline: Pipeline) -> tuple[dict, object]:
                 _wrap(owner, method, spans[span], cpu[span])
         return pub
     pipeline_module.Publisher = publisher_factory
+    for method in PREPARE_METHODS:
+        if callable(getattr(pipeline, method, None)):
+            spans["frames prepare"], cpu["frames prepare"] = [], []
+            _wrap(pipeline, method, spans["frames prepare"], cpu["frames prepare"])
+            break
     spans["loop body"], cpu["loop body"] = [], []
     _wrap(pipeline, "_process", spans["loop body"], cpu["loop body"])
+    # The capture process is our only child: its CPU (decode, conversion, copy into shared memory)
+    # is what RUSAGE_CHILDREN gains over the run (it is joined before run() returns).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = pipeline.run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary.capture_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return spans, cpu, summary
 
 
@@ -131,6 +147,10 @@ def main(argv=None) -> int:
     print(f"{args.video}: {summary.classified} of {summary.frames_seen} frames classified "
           f"({100.0 * summary.classified / delivered:.2f} %), capture->publish p50 {pct.get('p50', 0):.1f} "
           f"p99 {pct.get('p99', 0):.1f} ms, {summary.cpu_s / max(summary.wall_s, 1e-9):.2f} cores")
+    capture_ms = 1e3 * summary.capture_cpu_s / delivered
+    main_ms = 1e3 * (summary.cpu_s - summary.capture_cpu_s) / max(1, summary.classified)
+    print(f"capture process CPU {capture_ms:.2f} ms per delivered frame (decode + conversion + copy); "
+          f"sonoplane process (all threads) {main_ms:.2f} ms per classified frame")
     print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; wall = elapsed, CPU = this thread's CPU time")
     print(f"{'span':<14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'CPU p50':>8} {'CPU mean':>8}")
     for r in rows:
@@ -139,7 +159,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "video": args.video, "rows": rows, "classified": summary.classified,
-            "frames": summary.frames_seen, "latency": pct,
+            "frames": summary.frames_seen, "latency": pct, "capture_cpu_ms_per_frame": capture_ms,
+            "process_cpu_ms_per_classified": main_ms,
             "cores": summary.cpu_s / max(summary.wall_s, 1e-9)}, indent=1))
     return 0
 
