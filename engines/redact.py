@@ -67,6 +67,14 @@ def find_text_boxes_small(gray_small: np.ndarray) -> list[TextBox]:
     glyph[0] = False
     if not glyph.any():
         return []
+    glyph_ids = np.flatnonzero(glyph)
+    # Steps 2 on run inside the glyphs' bounding box, widened by more than the word dilation's
+    # reach: the same words as on the whole image, on far fewer pixels (text is a small share).
+    gx0, gy0 = stats[glyph_ids, 0], stats[glyph_ids, 1]
+    bx0, by0 = max(0, int(gx0.min()) - WORD_GAP), int(gy0.min())
+    bx1 = min(labels.shape[1], int((gx0 + gw[glyph_ids]).max()) + WORD_GAP)
+    by1 = int((gy0 + gh[glyph_ids]).max())
+    labels = labels[by0:by1, bx0:bx1]
     glyphs = glyph[labels].astype(np.uint8)
     # 2. Words: glyphs a letter gap apart joined; a word has several glyphs and is wider than tall.
     words = cv2.dilate(glyphs, cv2.getStructuringElement(cv2.MORPH_RECT, (WORD_GAP, 1)))
@@ -74,11 +82,10 @@ def find_text_boxes_small(gray_small: np.ndarray) -> list[TextBox]:
     first = np.zeros(n, np.int64)   # one pixel of each glyph -> the word it belongs to
     ys, xs = np.nonzero(glyphs)
     first[labels[ys, xs]] = wlabels[ys, xs]
-    glyph_ids = np.flatnonzero(glyph)
     members = np.bincount(first[glyph_ids], minlength=m)
     tallest = np.zeros(m, np.int64)
     np.maximum.at(tallest, first[glyph_ids], gh[glyph_ids])
-    x, y, w, h = wstats[:, 0], wstats[:, 1], wstats[:, 2], wstats[:, 3]
+    x, y, w, h = wstats[:, 0] + bx0, wstats[:, 1] + by0, wstats[:, 2], wstats[:, 3]
     # Letters of a line stand side by side: the word is barely taller than its tallest glyph
     # (the dilation adds 2). Speckle candidates join up in every direction.
     keep = (((h >= GLYPH_MIN_H) | (y <= 1)) & (h <= GLYPH_MAX_H) & (w >= h) & (members >= MIN_GLYPHS)
@@ -107,12 +114,13 @@ def find_text_boxes(image: np.ndarray) -> list[TextBox]:
     return out
 
 
-def redact_text(image: np.ndarray) -> tuple[np.ndarray, list[TextBox]]:
-    """A copy of `image` with every detected text box blanked (black), and the boxes."""
+def redact_text(image: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, list[TextBox]]:
+    """A copy of `image` with every detected text box blanked (black), and the boxes.
+    in_place: blank `image` itself (a caller that owns a fresh image saves the copy)."""
     boxes = find_text_boxes(image)
     if not boxes:
         return image, boxes
-    out = image.copy()
+    out = image if in_place else image.copy()
     for b in boxes:
         out[b.y0:b.y1, b.x0:b.x1] = 0
     return out, boxes

@@ -354,19 +354,21 @@ class Pipeline:
         """On the frames worker: (the colour, redacted image of a classified frame's crop, the
         crop's width in source pixels). `job` is the (CapturedFrame, CropRect) the loop handed over."""
         frame, rect = job
-        return self.outgoing_image(frame.colour(rect)), rect.width
+        # A YUV frame's colour crop is a fresh array: redaction may blank it in place (no copy).
+        return self.outgoing_image(frame.colour(rect), owned=frame.is_yuv), rect.width
 
-    def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None) -> np.ndarray:
+    def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None, owned: bool = False) -> np.ndarray:
         """The image that may leave the process for this frame: the crop (no header band) with
         burned-in text blanked (`engines.redact`), unless --redact off. The classifier keeps the
         unredacted crop. Every outlet (frames topic, overlays, exam captures) takes this one;
-        the result for the current frame is kept so a second caller does not redact twice."""
+        the result for the current frame is kept so a second caller does not redact twice.
+        owned: roi is the caller's own fresh image (not a view of the frame): blanked in place."""
         if not self.cfg.redact:
             return roi
         if self._outgoing is not None and frame_index is not None and self._outgoing[0] == frame_index:
             return self._outgoing[1]
         from engines.redact import redact_text
-        image, _ = redact_text(roi)
+        image, _ = redact_text(roi, in_place=owned)
         if frame_index is not None:
             self._outgoing = (frame_index, image)
         return image

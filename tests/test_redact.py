@@ -107,6 +107,28 @@ def test_coloured_ui_text_is_found():
     assert boxes and min(b.y0 for b in boxes) <= 135 and max(b.y1 for b in boxes) >= 150
 
 
+def test_words_far_apart_are_all_found_wherever_they_sit():
+    """The word step runs on the glyphs' bounding box: boxes must not depend on where text sits."""
+    img = np.random.default_rng(0).integers(20, 60, (720, 1280, 3), np.uint8)
+    draw(img, (10, 40))                                  # top left
+    draw(img, (600, 700))                                # bottom right
+    boxes = find_text_boxes(img)
+    assert len(boxes) == 2 and boxes[0].x0 < 30 and boxes[0].y1 >= 40 and boxes[1].y1 > 690 and boxes[1].x1 > 1000
+    canvas = np.zeros((1080, 1920, 3), np.uint8)        # the same text at an offset, other places
+    canvas[300:1020, 600:1880] = img
+    shifted = sorted(find_text_boxes(canvas), key=lambda b: b.y0)
+    assert len(shifted) == 2 and shifted[0].y0 < 340 < shifted[0].y1 and shifted[1].y0 < 1000 < shifted[1].y1
+
+
+def test_in_place_redaction_blanks_the_callers_image_without_a_copy():
+    img = np.full((300, 600, 3), 40, np.uint8)
+    draw(img, (20, 150), 0.8)
+    copy_out, boxes = redact_text(img)
+    assert boxes and copy_out is not img and img.max() == 255
+    same_out, boxes2 = redact_text(img, in_place=True)
+    assert same_out is img and boxes2 == boxes and np.array_equal(img, copy_out)
+
+
 def write_clip(path, frames, fps=30):
     import av
     with av.open(str(path), "w") as c:
