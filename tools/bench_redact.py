@@ -10,6 +10,12 @@ tissue in the middle of the image. Its pixels are known (the mask drawn), so no 
 frame carries the line when more than 10 % of the line's pixels reach the outgoing image unblanked.
 `header` is the clip's own burned-in header (exam date/time, name): its bright pixels above row 70.
 Crops come from the real CropTracker over the clip, as in the pipeline.
+
+`live` takes each frame (text drawn) as YUV 4:2:0, as the live loop holds H.264 video
+(streamer/yuv.py): the crop converted to colour (CapturedFrame.colour) and redacted at full size,
+judged against the frame's own colour conversion. Timing rows: redaction of a BGR crop (`after`),
+and the frames worker's whole preparation of a YUV crop (colour conversion of the crop + redaction
++ the topic's downscale to 640 px) at 720p, 1080p and 4K (the clip upscaled).
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.crop import CropTracker, detect_ultrasound_region  # noqa: E402
 import engines.crop as crop_module  # noqa: E402
+from engines.downscale import downscale_to_width  # noqa: E402
 from engines.redact import redact_text  # noqa: E402
+from streamer.capture import LAYOUT_I420, CapturedFrame  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "streamer" / "assets" / "sample_scan.mp4"
 LINE = "PATIENT JANE DOE 1985-02-03"
@@ -61,6 +69,18 @@ def carries(outgoing: np.ndarray, rect, mask: np.ndarray, frame: np.ndarray) -> 
     return visible.sum() > VISIBLE_SHARE * total
 
 
+def as_yuv_frame(img: np.ndarray) -> CapturedFrame:
+    """The frame as the live loop holds YUV 4:2:0 video (I420 planes)."""
+    h, w = img.shape[:2]
+    return CapturedFrame(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), LAYOUT_I420, h, w, 0, None, 0.0, 0.0, 0)
+
+
+def live_full_size(frame: CapturedFrame, rect) -> np.ndarray:
+    """The frames worker's preparation: colour crop, redaction (in place: the crop is fresh), then
+    the topic's downscale (Pipeline.frames_topic_image + Publisher._send_frame before the JPEG)."""
+    return downscale_to_width(redact_text(frame.colour(rect), in_place=True)[0], 640, cv2.INTER_LINEAR)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", default=str(CLIP))
@@ -75,10 +95,11 @@ def main() -> int:
             if i % args.every == 0:
                 frames.append(f.to_ndarray(format="bgr24"))
     cases = ("header", "above", "band", "over")
-    counts = {mode: {c: 0 for c in cases} for mode in ("before", "after")}
-    times = {"720p": [], "1080p": []}
-    for mode in ("before", "after"):
-        crop_module_rule = mode == "after"
+    modes = ("before", "after", "live")
+    counts = {mode: {c: 0 for c in cases} for mode in modes}
+    times = {k: [] for k in ("720p", "1080p", "720p live", "1080p live", "2160p live")}
+    for mode in modes:
+        crop_module_rule = mode != "before"
         for case in cases:
             tracker = CropTracker("auto")
             tracker_detect = detect_ultrasound_region
@@ -93,31 +114,45 @@ def main() -> int:
                         top = (detect_ultrasound_region(frame) or crop_module.CropRect.full(frame)).y0
                         img, mask = draw_case(frame, case, max(top, 40))
                     rect = tracker.update(img)
+                    if mode == "live":
+                        yuv_frame = as_yuv_frame(img)
+                        out = redact_text(yuv_frame.colour(rect))[0]
+                        counts[mode][case] += carries(out, rect, mask, yuv_frame.image)
+                        continue
                     roi = np.ascontiguousarray(rect.apply(img))
                     out = redact_text(roi)[0] if mode == "after" else roi
                     counts[mode][case] += carries(out, rect, mask, img)
             finally:
                 crop_module.detect_ultrasound_region = tracker_detect
     # Timing: redaction of the crop, 720p and the same frames upscaled to 1080p.
+    def best_ms(fn) -> float:
+        best = 1e9
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return best * 1e3
+
     for frame in frames[:: max(1, len(frames) // 60)]:
         rect = detect_ultrasound_region(frame) or crop_module.CropRect.full(frame)
-        for key, img in (("720p", frame), ("1080p", cv2.resize(frame, (1920, 1080)))):
-            r = rect if key == "720p" else crop_module.CropRect(*(int(v * 1.5) for v in rect.as_list()))
-            roi = np.ascontiguousarray(r.apply(img))
-            best = 1e9
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                redact_text(roi)
-                best = min(best, time.perf_counter() - t)
-            times[key].append(best * 1e3)
+        for key, scale in (("720p", 1), ("1080p", 1.5), ("2160p", 3)):
+            img = frame if scale == 1 else cv2.resize(frame, (int(1280 * scale), int(720 * scale)))
+            r = crop_module.CropRect(*(int(v * scale) for v in rect.as_list()))
+            if key != "2160p":
+                roi = np.ascontiguousarray(r.apply(img))
+                times[key].append(best_ms(lambda: redact_text(roi)))
+            yuv_frame = as_yuv_frame(img)
+            times[f"{key} live"].append(best_ms(lambda: live_full_size(yuv_frame, r)))
     n = len(frames)
     print(f"frames: {n} of {args.video} (every {args.every})")
-    print("share of outgoing frames carrying the text (before = no header rule, no redaction):")
+    print("share of outgoing frames carrying the text (before = no header rule, no redaction; after = "
+          "redaction of the BGR crop; live = of the colour crop of a YUV frame):")
     for case in cases:
-        b, a = counts["before"][case], counts["after"][case]
-        print(f"  {case:<7} before {b:4d}/{n} ({b / n:.0%})   after {a:4d}/{n} ({a / n:.0%})")
+        print(f"  {case:<7} " + "   ".join(f"{m} {counts[m][case]:4d}/{n} ({counts[m][case] / n:.0%})" for m in modes))
     for key, v in times.items():
-        print(f"redact_text on the crop, {key}: median {np.median(v):.2f} ms, p90 {np.percentile(v, 90):.2f} ms "
+        what = ("frames worker: colour + redaction + downscale of a YUV crop" if key.endswith("live")
+                else "redact_text on the BGR crop")
+        print(f"{what}, {key.split()[0]}: median {np.median(v):.2f} ms, p90 {np.percentile(v, 90):.2f} ms "
               f"({len(v)} frames, best of {args.repeat})")
     return 0
 
