@@ -3,13 +3,15 @@
 
     python tools/bench_decode.py VIDEO [--frames 300] [--rounds 2] [--json OUT.json]
 
-The capture process (streamer/capture.py, streamer/sources.py) decodes with PyAV and converts each
-frame to BGR before it goes into shared memory. Per variant, over the first --frames frames:
+The capture process (streamer/capture.py, streamer/sources.py) decodes with PyAV; YUV 4:2:0 video
+goes into shared memory as the decoder's planes (the luma path, streamer/yuv.py), anything else is
+converted to BGR first (before the luma path every frame was). Per variant, over the first --frames frames:
 decode fps and CPU ms per frame (process CPU: FFmpeg's threads included), and the BGR conversion
 alone (PyAV's `to_ndarray(format="bgr24")` through swscale, vs OpenCV's cvtColor from the YUV420p
 planes), and decode + conversion together as the capture process does them (`--combined`): alone,
 OpenCV's conversion is faster, but together with FFmpeg's decode threads on 2 busy cores it was
-not (docs/latency.md), so the capture keeps swscale. Variants are interleaved in rounds. Frame threading decodes several frames at once:
+not (docs/latency.md), so the capture kept swscale; `--combined` also times the planes copy the
+capture does now. Variants are interleaved in rounds. Frame threading decodes several frames at once:
 more throughput, but each frame leaves the decoder (thread_count - 1) frames later.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = [("no threads", "NONE", 1), ("slice, auto count", "SLICE", 0), ("frame, auto count", "FRAME", 0),
             ("auto (runtime default)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2)]
@@ -65,18 +69,28 @@ def conversions(video: str, frames: int) -> dict[str, list[float]]:
 
 
 def combined(video: str, frames: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """Decode + BGR conversion per frame (wall ms, process CPU ms), swscale vs OpenCV 1/2 threads."""
+    """Decode + hand-over per frame (wall ms, process CPU ms): the YUV planes copied as they are
+    (what the capture does for YUV 4:2:0 since the luma path), swscale BGR, OpenCV 1/2 threads."""
     import av
     import cv2
+
+    from streamer.sources import _yuv420_planes
+    from streamer.yuv import i420_rows, write_planes
 
     def one(mode: str) -> tuple[float, float]:
         with av.open(video) as c:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
             t0, c0, n = time.perf_counter(), time.process_time(), 0
+            slot = None
             for f in c.decode(s):
                 if mode == "swscale":
                     f.to_ndarray(format="bgr24")
+                elif mode == "planes":   # the luma path: the decoder's planes copied into a slot, no conversion
+                    planes = _yuv420_planes(f)
+                    if slot is None:
+                        slot = np.empty((i420_rows(f.height), f.width), np.uint8)
+                    write_planes(slot, f.height, f.width, planes)
                 else:
                     cv2.cvtColor(f.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
                 n += 1
@@ -87,7 +101,8 @@ def combined(video: str, frames: int, rounds: int) -> dict[str, tuple[float, flo
     out: dict[str, list] = {}
     threads = cv2.getNumThreads()
     for _ in range(rounds):
-        for name, mode, nt in (("decode + swscale bgr24", "swscale", threads),
+        for name, mode, nt in (("decode + planes copied, no conversion (luma path, capture now)", "planes", threads),
+                               ("decode + swscale bgr24", "swscale", threads),
                                (f"decode + cvtColor ({threads} OpenCV threads)", "cv2", threads),
                                ("decode + cvtColor (1 OpenCV thread)", "cv2", 1)):
             cv2.setNumThreads(nt)
