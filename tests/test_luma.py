@@ -196,3 +196,63 @@ def test_capture_hands_over_i420_and_falls_back_to_bgr():
         assert np.abs(a.image.astype(int) - b.image).mean() < 2.0
         assert np.abs(a.luma.astype(np.float32) - cv2.cvtColor(b.image, cv2.COLOR_BGR2GRAY).astype(np.float32) * 219 / 255 - 16
                       ).mean() < 2.0
+
+
+def _reencode(src: Path, dst: Path, pix_fmt: str, n: int) -> None:
+    import av
+    with av.open(str(src)) as c_in, av.open(str(dst), "w") as c_out:
+        s = c_out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 1280, 720, pix_fmt
+        s.options = {"crf": "18", "preset": "veryfast"}
+        for i, f in enumerate(c_in.decode(video=0)):
+            if i == n:
+                break
+            for p in s.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"), format="bgr24")
+                              .reformat(format=pix_fmt)):
+                c_out.mux(p)
+        for p in s.encode():
+            c_out.mux(p)
+
+
+def test_run_on_video_without_420_planes_takes_the_bgr_path_end_to_end(tmp_path):
+    """4:4:4 video is not handed over as planes: the whole run (crop, state, model, frames topic)
+    works on BGR frames as before, and agrees with the luma path on the same content."""
+    import json
+    import threading
+
+    from .conftest import free_port, run_cli
+    from .test_pipeline_e2e import collect
+
+    clip = tmp_path / "yuv444.mp4"
+    _reencode(SAMPLE_CLIP, clip, "yuv444p", 60)
+    src = open_source(str(clip), yuv420=True)
+    try:
+        assert next(iter(src.frames())).planes is None
+    finally:
+        src.close()
+    records = {}
+    for name, video in (("bgr", clip), ("luma", SAMPLE_CLIP)):
+        addr, got, stop = f"tcp://127.0.0.1:{free_port()}", [], threading.Event()
+        t = threading.Thread(target=collect, args=(addr, stop, got))
+        t.start()
+        time.sleep(0.2)
+        try:
+            r = run_cli("run", "--source", video, "--fast", "--max-frames", "60", "--publish", addr,
+                        "--frames-fps", "0", "--record", tmp_path / f"{name}.jsonl")
+        finally:
+            time.sleep(0.3)
+            stop.set()
+            t.join()
+        assert r.returncode == 0, r.stderr
+        assert "60 classified" in r.stdout
+        frames = [p for _, p in got if p["kind"] == "frame"]
+        assert frames and all(f["jpeg"][:2] == b"\xff\xd8" and f["width"] <= 640 for f in frames)
+        jpeg = cv2.imdecode(np.frombuffer(frames[-1]["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg.shape[:2] == (frames[-1]["height"], frames[-1]["width"])
+        records[name] = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()
+                         if '"result"' in x]
+    bgr, luma = records["bgr"], records["luma"]
+    assert len(bgr) == len(luma) == 60
+    assert CropRect(*bgr[-1]["crop"]).iou(CropRect(*luma[-1]["crop"])) > 0.95
+    agree = sum(a["topk"][0][0] == b["topk"][0][0] for a, b in zip(bgr, luma) if a["topk"] and b["topk"])
+    assert agree >= 0.9 * 60 and bgr[-1]["plane"] == luma[-1]["plane"] == "brain"
