@@ -1,5 +1,6 @@
 """The hot-path pieces of issue 11: area halvings, shared halvings in preprocessing, the
 preallocated input tensor, crop re-detection off the hot path, the frames-topic worker."""
+import os
 import threading
 import time
 from pathlib import Path
@@ -137,6 +138,21 @@ def test_frames_worker_throttles_by_capture_time_and_sends_the_newest():
     w.close()
     # frame 0 went to the worker at once; 2 waited and was replaced by 4, then by 6
     assert sent[0] == 0 and sent[-1] == 6 and w.replaced >= 1 and w.throttled == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is Linux")
+def test_frames_worker_thread_yields_the_cpu_to_the_loop():
+    for nice in (10, 0):
+        sent = threading.Event()
+        w = FramesWorker(lambda *a: sent.set(), fps=None, nice=nice)
+        try:
+            w.submit(None, 0, 0.0, None)
+            assert sent.wait(5)
+            loop = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            assert os.getpriority(os.PRIO_PROCESS, w.native_id) == min(19, loop + nice)
+            assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop   # the loop untouched
+        finally:
+            w.close()
 
 
 def test_publisher_frames_worker_sends_jpegs_to_a_subscriber():
