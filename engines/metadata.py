@@ -17,7 +17,8 @@ Fields (version 1):
     crop_preset      name in engines.crop.PRESETS or null (then the runtime auto-detects)
     outputs          {"logits": name, "cam": name or null, optional "embedding", "open_set"}; logits are
                      pre-softmax; open_set is the (N,) distance of engines/open_set.py
-    open_set         optional: {"kind": "mahalanobis_tied", "threshold", "release", ...provenance}
+    open_set         optional: {"kind": "mahalanobis_tied", "threshold", "release", ...provenance}; a
+                     far-or-unsure fit adds "near" and "confident" (streamer.smoothing.OpenSetGate)
     temperature      confidence calibration, probs = softmax(logits / T); 1.0 if uncalibrated
     uncertain_band   anomaly only: [lo, hi] on p(abnormal) inside which the answer is "uncertain"
     training, metrics, license, source   free-form provenance, shown by `sonoplane models`

@@ -278,10 +278,10 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=None, help="set the threshold directly (overrides --quantile)")
     p.add_argument("--release", type=float, default=DEFAULT_RELEASE,
                    help="hysteresis: a rejecting stream is released below release x threshold")
-    p.add_argument("--rule", choices=("far-or-unsure", "distance"), default="far-or-unsure",
-                   help="far-or-unsure: reject when very far, or far while the model's top plane probability is "
-                        "low, tuned on training patients (out-of-fold distances, partial-view negatives); "
-                        "distance: distance > --quantile of in-sample training distances (the first fit)")
+    p.add_argument("--rule", choices=("distance", "far-or-unsure"), default="distance",
+                   help="distance (shipped): distance > --quantile of the training fetal images' distances; "
+                        "far-or-unsure: reject when very far, or far while the model's top plane probability is "
+                        "low, tuned on training patients (out-of-fold distances, partial-view negatives)")
     p.add_argument("--keep", type=float, default=0.99,
                    help="far-or-unsure: share of training fetal-plane images the rule must keep")
     p.add_argument("--folds", type=int, default=5, help="patient-grouped folds for the out-of-fold distances")

@@ -158,7 +158,8 @@ def test_open_set_command_bad_input_is_one_line(tmp_path):
 def test_refit_on_training_patients_writes_metadata(tmp_path):
     out = tmp_path / "refit.onnx"
     p = subprocess.run([sys.executable, "-m", "engines", "open-set", "--model", "planes_lite0", "--out", str(out),
-                        "--components", "32", "--threads", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                        "--components", "32", "--rule", "far-or-unsure", "--threads", "1"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr
     fit = PlaneClassifier(out).info.open_set
     assert fit["components"] == 32 and fit["fit_images"] > 500 and fit["folds"] == 5
