@@ -8,10 +8,12 @@ overlay draws the newest frame only, so `fps` (sonoplane run --frames-fps, defau
 by capture time; when the worker is still busy, the newest hand-over replaces a waiting one.
 OpenCV and ZeroMQ release the GIL while they work, so the worker runs beside the loop.
 
-The worker thread runs at a lower CPU priority (Linux: nice +THREAD_NICE for this thread only):
-when the cores are short, classifying every frame comes before showing every frame. On a free
-core it still sends its 30 per second; on a saturated 2-core box it sends fewer (newest wins) and
-the loop classifies more (docs/latency.md: +11 points of frames classified, p99 x0.78, at load 6).
+At native rate (`sonoplane run` without --fast) the worker thread runs at a lower CPU priority
+(Linux: nice +THREAD_NICE for this thread only): when the cores are short, classifying every frame
+comes before showing every frame. On a free core it still sends its 30 per second; on a saturated
+2-core box it sends fewer (newest wins) and the loop classifies more (docs/latency.md: +11 points
+of frames classified, p99 x0.78, at load 6). --fast has no deadline: the worker keeps the loop's
+priority there.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ THREAD_NICE = 10     # added to the worker thread's nice value (0: same priority
 
 
 class FramesWorker:
-    def __init__(self, send: Callable[..., None], fps: float | None = 30.0, nice: int = THREAD_NICE):
+    def __init__(self, send: Callable[..., None], fps: float | None = 30.0, nice: int = 0):
         self.send = send
         self.nice = nice
         self.native_id: int | None = None   # the worker thread's id, once it runs

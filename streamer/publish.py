@@ -23,7 +23,7 @@ CLOSE_LINGER_MS = 1000
 class Publisher:
     def __init__(self, address: str = DEFAULT_ADDRESS, stream: str = "0", send_frames: bool = True,
                  record_path: str | None = None, frames_fps: float | None = None,
-                 frames_worker: bool = False, security: dict | None = None):
+                 frames_worker: bool = False, security: dict | None = None, frames_nice: int = 0):
         self.stream = stream
         self.send_frames = send_frames
         self.ctx = zmq.Context.instance()
@@ -42,7 +42,9 @@ class Publisher:
         self.sent = 0
         # ZeroMQ sockets are not thread-safe: the frames worker sends under this lock too.
         self.send_lock = threading.Lock()
-        self.frames = FramesWorker(self._send_frame, frames_fps) if send_frames and frames_worker else None
+        # frames_nice: the worker thread's lower CPU priority (streamer/frames_topic.py THREAD_NICE).
+        self.frames = FramesWorker(self._send_frame, frames_fps, nice=frames_nice) \
+            if send_frames and frames_worker else None
 
     @classmethod
     def sharing(cls, owner: "Publisher", stream: str, record_path: str | None = None,
@@ -55,7 +57,8 @@ class Publisher:
         with owner.send_lock:
             owner._users = getattr(owner, "_users", 1) + 1
         pub.record = open(record_path, "w") if record_path else None
-        pub.frames = FramesWorker(pub._send_frame, frames_fps) if owner.frames is not None else None
+        pub.frames = FramesWorker(pub._send_frame, frames_fps, nice=owner.frames.nice) \
+            if owner.frames is not None else None
         return pub
 
     def _send(self, message) -> None:
