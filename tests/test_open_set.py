@@ -200,3 +200,44 @@ def test_curve_on_a_recorded_sweep_replays_the_gate(tmp_path):
     # Shipped threshold: never femur; only the shown brain decaying over its first ~0.1 s (3 of 90 frames).
     assert curve[1.0]["nonstandard_shown_fetal"] <= 0.05
     assert curve[1.0]["four_plane_stable_accuracy"] > 0.9        # brain still shown (distance below threshold)
+
+
+def test_curve_replays_the_far_or_unsure_rule_from_the_model_metadata(tmp_path):
+    """A model whose metadata carries near / confident: an Other stretch at a middle distance called femur with
+    low confidence is rejected, a brain stretch at the same distance called with high confidence is kept."""
+    import csv
+
+    import onnx
+
+    from engines import open_set as O
+    proto = onnx.load(str(resolve("planes_lite0")))
+    meta = O._meta(proto)
+    meta["open_set"] = {**meta["open_set"], "threshold": 600.0, "near": 250.0, "confident": 0.9, "release": 0.6}
+    O._set_meta(proto, meta)
+    model = tmp_path / "rule.onnx"
+    onnx.save(proto, str(model))
+    rows, results = [], []
+    for i in range(180):                          # 3 s brain, 3 s Other at 30 fps, both at distance 400
+        other = i >= 90
+        rows.append({"frame": i, "t_s": f"{i / 30:.4f}", "kind": "stable",
+                     "plane": "Other" if other else "Fetal brain", "brain_plane": "", "source": "x"})
+        topk = [["Femur", 0.6, "femur"], ["Other", 0.3, "other"], ["Thorax", 0.05, "thorax"]] if other else \
+            [["Brain (Tt.)", 0.93, "brain"], ["Brain (Tv.)", 0.05, "brain"], ["Femur", 0.01, "femur"]]
+        results.append({"kind": "result", "frame": i, "t_capture_mono": 100 + i / 300, "topk": topk,
+                        "open_set": 400.0, "flags": {"frozen": False}, "skipped_total": 0, "plane": "x",
+                        "confidence": 0.0, "model": {"id": "planes_lite0"}})
+    rec, gt, out = tmp_path / "rec.jsonl", tmp_path / "gt.csv", tmp_path / "curve.json"
+    rec.write_text("\n".join(json.dumps(r) for r in results))
+    with open(gt, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_curve.py"), "--results", str(rec),
+                        "--labels", str(gt), "--model", str(model), "--json", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    curve = {r["factor"]: r for r in json.loads(out.read_text())["sweeps"]}
+    assert curve[None]["nonstandard_shown_fetal"] > 0.9          # off: the Other stretch is "femur"
+    assert curve[1.0]["nonstandard_shown_fetal"] <= 0.05         # far and unsure: rejected
+    assert curve[1.0]["four_plane_stable_accuracy"] > 0.9        # far but sure: the brain is kept
+    assert curve[2.0]["nonstandard_shown_fetal"] > 0.9           # both distances doubled: 400 < near, kept
