@@ -241,3 +241,26 @@ def test_curve_replays_the_far_or_unsure_rule_from_the_model_metadata(tmp_path):
     assert curve[1.0]["nonstandard_shown_fetal"] <= 0.05         # far and unsure: rejected
     assert curve[1.0]["four_plane_stable_accuracy"] > 0.9        # far but sure: the brain is kept
     assert curve[2.0]["nonstandard_shown_fetal"] > 0.9           # both distances doubled: 400 < near, kept
+
+
+def test_curve_noise_reports_the_spread_of_the_distance_within_each_still(tmp_path):
+    import csv
+    rng = np.random.default_rng(0)
+    rows, results = [], []
+    for i in range(200):                          # two stills, 100 frames each, distances 100 and 300 x (1 +- 20 %)
+        base = 100.0 if i < 100 else 300.0
+        rows.append({"frame": i, "t_s": f"{i / 30:.4f}", "kind": "stable", "plane": "Fetal brain",
+                     "brain_plane": "", "source": "a" if i < 100 else "b"})
+        results.append({"kind": "result", "frame": i, "open_set": base * rng.uniform(0.8, 1.2)})
+    rec, gt, out = tmp_path / "rec.jsonl", tmp_path / "gt.csv", tmp_path / "noise.json"
+    rec.write_text("\n".join(json.dumps(r) for r in results))
+    with open(gt, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_curve.py"), "--noise", "--results", str(rec),
+                        "--labels", str(gt), "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    noise = json.loads(out.read_text())["noise"]
+    assert noise["stills"] == 2 and noise["frames"] == 200
+    assert 0.75 <= noise["quantiles"]["0.05"] <= 0.88 and 0.95 <= noise["quantiles"]["0.5"] <= 1.05

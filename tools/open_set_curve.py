@@ -171,6 +171,32 @@ def sweeps(paths: list[str], label_csvs: list[str], model: str | None, release: 
     return out
 
 
+def distance_noise(paths: list[str], label_csvs: list[str]) -> dict:
+    """Frame-to-frame noise of the open-set distance within each fetal still's stable stretch: quantiles of
+    d / median(d of that still). The hysteresis band (release) should cover the low quantiles."""
+    ratios, stills = [], 0
+    for path, csv_path in zip(paths, label_csvs):
+        res = {r["frame"]: r for r in map(json.loads, filter(str.strip, Path(path).read_text().splitlines()))
+               if r.get("kind", "result") == "result" and r.get("open_set") is not None}
+        per_still: dict[tuple, list[float]] = {}
+        for g in csv.DictReader(open(csv_path)):
+            f = int(g["frame"])
+            if g["kind"] == "stable" and g["plane"].startswith("Fetal") and f in res:
+                per_still.setdefault((g["source"], g["plane"]), []).append(res[f]["open_set"])
+        for d in per_still.values():
+            d = np.asarray(d, float)
+            ratios.extend(d / max(np.median(d), 1e-9))
+        stills += len(per_still)
+    if not ratios:
+        raise SystemExit("no fetal stable frames with an open-set distance in these recordings")
+    qs = (0.01, 0.02, 0.05, 0.1, 0.5, 0.9, 0.95)
+    out = {"stills": stills, "frames": len(ratios),
+           "quantiles": {str(q): round(float(np.quantile(ratios, q)), 3) for q in qs}}
+    print(f"distance / median distance of its still, {stills} fetal stills, {len(ratios)} frames: "
+          + ", ".join(f"q{q} {v}" for q, v in out["quantiles"].items()))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stills", action="store_true", help="validation stills of FETAL_PLANES_DB (needs ../shared)")
@@ -181,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="FETAL_PLANES_DB folder (default ../shared/data/fetal_planes)")
     ap.add_argument("--gate-model", default=None,
                     help="stills: also score a second model's Background/other answer as a gate (e.g. sononet16)")
+    ap.add_argument("--noise", action="store_true",
+                    help="with --results: frame-to-frame noise of the distance within each fetal still (for the release)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -193,7 +221,9 @@ def main(argv=None) -> int:
         from engines import data as D
         report["stills"] = stills(args.model or "planes_lite0", args.data or str(D.DEFAULT_DATA), args.threads,
                                   args.gate_model)
-    if args.results:
+    if args.results and args.noise:
+        report["noise"] = distance_noise(args.results, args.labels)
+    elif args.results:
         report["sweeps"] = sweeps(args.results, args.labels, args.model, args.release)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
