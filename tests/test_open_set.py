@@ -170,32 +170,46 @@ def test_refit_on_training_patients_writes_metadata(tmp_path):
     assert "training patients only" in fit["threshold_rule"] and fit["caveat"]
 
 
+def brain_then_other_recording(tmp_path, topk_brain, topk_other, distance):
+    """A 6 s recording at 30 fps (3 s brain, then 3 s Other) and its ground-truth csv for
+    tools/open_set_curve.py; distance(other) gives each frame's open-set distance."""
+    import csv
+    rows, results = [], []
+    for i in range(180):
+        other = i >= 90
+        rows.append({"frame": i, "t_s": f"{i / 30:.4f}", "kind": "stable",
+                     "plane": "Other" if other else "Fetal brain", "brain_plane": "", "source": "x"})
+        results.append({"kind": "result", "frame": i, "t_capture_mono": 100 + i / 300,
+                        "topk": topk_other if other else topk_brain, "open_set": distance(other),
+                        "flags": {"frozen": False}, "skipped_total": 0, "plane": "x", "confidence": 0.0,
+                        "model": {"id": "planes_lite0"}})
+    rec, gt = tmp_path / "rec.jsonl", tmp_path / "gt.csv"
+    rec.write_text("\n".join(json.dumps(r) for r in results))
+    with open(gt, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rec, gt
+
+
+def curve_by_factor(rec, gt, out, *extra):
+    """Run tools/open_set_curve.py on one recording; its sweep rows keyed by threshold factor."""
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_curve.py"), "--results", str(rec),
+                        "--labels", str(gt), *extra, "--json", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return {r["factor"]: r for r in json.loads(out.read_text())["sweeps"]}
+
+
 def test_curve_on_a_recorded_sweep_replays_the_gate(tmp_path):
     """tools/open_set_curve.py --results: a recording whose Other stretch is called femur with a large
     distance: with open-set off all of it is shown as femur, at the model's threshold none of it."""
     thr = PlaneClassifier("planes_lite0").info.open_set["threshold"]
-    rows, results = [], []
-    for i in range(180):                          # 3 s brain, 3 s Other at 30 fps
-        other = i >= 90
-        rows.append({"frame": i, "t_s": f"{i / 30:.4f}", "kind": "stable",
-                     "plane": "Other" if other else "Fetal brain", "brain_plane": "", "source": "x"})
-        topk = [["Femur", 0.9, "femur"], ["Other", 0.05, "other"], ["Thorax", 0.02, "thorax"]] if other else \
-            [["Brain (Tt.)", 0.9, "brain"], ["Brain (Tv.)", 0.05, "brain"], ["Femur", 0.02, "femur"]]
-        results.append({"kind": "result", "frame": i, "t_capture_mono": 100 + i / 300, "topk": topk,
-                        "open_set": 3 * thr if other else 0.3 * thr, "flags": {"frozen": False},
-                        "skipped_total": 0, "plane": "x", "confidence": 0.0, "model": {"id": "planes_lite0"}})
-    rec, gt = tmp_path / "rec.jsonl", tmp_path / "gt.csv"
-    rec.write_text("\n".join(json.dumps(r) for r in results))
-    with open(gt, "w", newline="") as f:
-        import csv
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    out = tmp_path / "curve.json"
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_curve.py"), "--results", str(rec),
-                        "--labels", str(gt), "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert p.returncode == 0, p.stderr
-    curve = {r["factor"]: r for r in json.loads(out.read_text())["sweeps"]}
+    rec, gt = brain_then_other_recording(
+        tmp_path, [["Brain (Tt.)", 0.9, "brain"], ["Brain (Tv.)", 0.05, "brain"], ["Femur", 0.02, "femur"]],
+        [["Femur", 0.9, "femur"], ["Other", 0.05, "other"], ["Thorax", 0.02, "thorax"]],
+        lambda other: 3 * thr if other else 0.3 * thr)
+    curve = curve_by_factor(rec, gt, tmp_path / "curve.json")
     assert curve[None]["nonstandard_shown_fetal"] > 0.9          # off: the Other stretch is "femur"
     # Shipped threshold: never femur; only the shown brain decaying over its first ~0.1 s (3 of 90 frames).
     assert curve[1.0]["nonstandard_shown_fetal"] <= 0.05
@@ -205,8 +219,6 @@ def test_curve_on_a_recorded_sweep_replays_the_gate(tmp_path):
 def test_curve_replays_the_far_or_unsure_rule_from_the_model_metadata(tmp_path):
     """A model whose metadata carries near / confident: an Other stretch at a middle distance called femur with
     low confidence is rejected, a brain stretch at the same distance called with high confidence is kept."""
-    import csv
-
     import onnx
 
     from engines import open_set as O
@@ -216,27 +228,11 @@ def test_curve_replays_the_far_or_unsure_rule_from_the_model_metadata(tmp_path):
     O._set_meta(proto, meta)
     model = tmp_path / "rule.onnx"
     onnx.save(proto, str(model))
-    rows, results = [], []
-    for i in range(180):                          # 3 s brain, 3 s Other at 30 fps, both at distance 400
-        other = i >= 90
-        rows.append({"frame": i, "t_s": f"{i / 30:.4f}", "kind": "stable",
-                     "plane": "Other" if other else "Fetal brain", "brain_plane": "", "source": "x"})
-        topk = [["Femur", 0.6, "femur"], ["Other", 0.3, "other"], ["Thorax", 0.05, "thorax"]] if other else \
-            [["Brain (Tt.)", 0.93, "brain"], ["Brain (Tv.)", 0.05, "brain"], ["Femur", 0.01, "femur"]]
-        results.append({"kind": "result", "frame": i, "t_capture_mono": 100 + i / 300, "topk": topk,
-                        "open_set": 400.0, "flags": {"frozen": False}, "skipped_total": 0, "plane": "x",
-                        "confidence": 0.0, "model": {"id": "planes_lite0"}})
-    rec, gt, out = tmp_path / "rec.jsonl", tmp_path / "gt.csv", tmp_path / "curve.json"
-    rec.write_text("\n".join(json.dumps(r) for r in results))
-    with open(gt, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_curve.py"), "--results", str(rec),
-                        "--labels", str(gt), "--model", str(model), "--json", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert p.returncode == 0, p.stderr
-    curve = {r["factor"]: r for r in json.loads(out.read_text())["sweeps"]}
+    rec, gt = brain_then_other_recording(                   # both stretches at distance 400
+        tmp_path, [["Brain (Tt.)", 0.93, "brain"], ["Brain (Tv.)", 0.05, "brain"], ["Femur", 0.01, "femur"]],
+        [["Femur", 0.6, "femur"], ["Other", 0.3, "other"], ["Thorax", 0.05, "thorax"]],
+        lambda other: 400.0)
+    curve = curve_by_factor(rec, gt, tmp_path / "curve.json", "--model", str(model))
     assert curve[None]["nonstandard_shown_fetal"] > 0.9          # off: the Other stretch is "femur"
     assert curve[1.0]["nonstandard_shown_fetal"] <= 0.05         # far and unsure: rejected
     assert curve[1.0]["four_plane_stable_accuracy"] > 0.9        # far but sure: the brain is kept
