@@ -317,7 +317,7 @@ def fit_model(model: str | Path, out: str | Path, samples, val_patients: set[str
                     "train_nonstandard_rejected": round(float((d_train[nonstd] > thr).mean()), 4) if nonstd.any() else None})
     else:
         fit.update(tune_far_or_unsure(model, train, emb, logits, info, fine, fetal, keep, folds, seed, shrinkage,
-                                      components or None, threads))
+                                      components or None, threads, d_train[fetal]))
     proto = onnx.load(str(model))
     add_embedding(proto)
     add_score(proto, w.astype(np.float32), means.astype(np.float32))
@@ -331,7 +331,7 @@ def fit_model(model: str | Path, out: str | Path, samples, val_patients: set[str
 
 
 def tune_far_or_unsure(model, train, emb, logits, info, fine, fetal, keep, folds, seed, shrinkage, components,
-                       threads) -> dict:
+                       threads, d_insample_fetal: np.ndarray) -> dict:
     """The far-or-unsure rule, tuned on TRAINING patients only.
 
     Positives: the training fetal-plane images with out-of-fold distances (patient-grouped k-fold cross-
@@ -339,7 +339,8 @@ def tune_far_or_unsure(model, train, emb, logits, info, fine, fetal, keep, folds
     training Other / cervix images are useless here: the backbone learnt them, they sit at distances far
     beyond any fetal image and the model names them right with p ~ 1). Caveat, not removable without
     retraining the backbone per fold: the backbone saw every training image, so the positives' softmax
-    confidence is higher than an unseen patient's."""
+    confidence is higher than an unseen patient's. d_insample_fetal: the fetal images' distances from the fit
+    on all of them (fit_model's), reported beside the out-of-fold ones."""
     fold = patient_folds(np.array([s.patient for s in train]), folds, seed)
     rng = np.random.default_rng(seed)
     pos_idx = np.flatnonzero(fetal)
@@ -360,8 +361,7 @@ def tune_far_or_unsure(model, train, emb, logits, info, fine, fetal, keep, folds
                 f"{NEAR_QUANTILES}, confident {CONFIDENT}"),
             "folds": folds,
             "oof_fetal_quantile_0.99": round(float(np.quantile(d_oof[fetal], 0.99)), 1),
-            "insample_fetal_quantile_0.99": round(float(np.quantile(distances(emb[fetal], *fit_tied(
-                emb[fetal], fine[fetal], shrinkage, components)[:2]), 0.99)), 1),
+            "insample_fetal_quantile_0.99": round(float(np.quantile(d_insample_fetal, 0.99)), 1),
             "partial_views_shown_fetal_without_gate": round(float(pred_fetal_pv.mean()), 4),
             "train_nonstandard_rejected": round(float(rejects(d_oof[nonstd], top[nonstd], rule["threshold"],
                                                               rule["near"], rule["confident"]).mean()), 4)
