@@ -43,7 +43,8 @@ from engines.errors import SourceError
 
 from . import yuv
 
-MAX_FRAME_BYTES = 3840 * 2160 * 3
+MAX_FRAME_PIXELS = 3840 * 2160
+MAX_FRAME_BYTES = MAX_FRAME_PIXELS * 3   # a 4K BGR frame; an I420 one takes half
 # Slot header. seq: seqlock counter (odd while the child writes); index: frame index, monotonic
 # across reconnects; pts (nan if none); capture times; shape; decode_errors: damaged packets
 # skipped so far (this child); consumed: the last seq the parent took (fast mode).
@@ -256,7 +257,7 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
                     h, w = frame.shape[:2]
                     layout = LAYOUT_BGR if frame.planes is None else LAYOUT_I420
                     nbytes = frame.image.nbytes if layout == LAYOUT_BGR else yuv.i420_rows(h) * w
-                    if nbytes > MAX_FRAME_BYTES or h * w > 3840 * 2160:
+                    if h * w > MAX_FRAME_PIXELS:
                         send("error", f"{opts.source}: frame {w}x{h} larger than 4K", None)
                         return
                     if opts.fast:   # wait until the consumer took the previous frame

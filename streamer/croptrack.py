@@ -72,11 +72,12 @@ class BackgroundCropTracker(CropTracker):
             self._shape = frame.shape
             self.rect, self._candidate, self._candidate_hits = None, None, 0
             self._pending = None                 # a verdict on the old size is void
+        h, w = frame.shape[:2]
+        if detect_image is None:                 # BGR frames: the frame itself, halved
+            def detect_image(min_width: int) -> np.ndarray:
+                return halve_times(frame, halvings_to(w, h, min_width))
         if self.rect is None:                    # nothing yet (start, or blank so far): detect now
-            if detect_image is None:
-                self.rect = detect_on_downscaled(frame)
-            else:
-                self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), frame.shape[1], frame.shape[0])
+            self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), w, h)
             self._frames_since_detect = 0
             self.redetections += 1
             return self.rect or CropRect.full(frame)
@@ -88,11 +89,7 @@ class BackgroundCropTracker(CropTracker):
         self._frames_since_detect += 1
         if self._frames_since_detect >= self.redetect_every and self._pending is None:
             self._frames_since_detect = 0
-            h, w = frame.shape[:2]
-            if detect_image is not None:
-                small = detect_image(2 * DETECT_WIDTH)
-            else:
-                small = halve_times(frame, halvings_to(w, h, 2 * DETECT_WIDTH))
+            small = detect_image(2 * DETECT_WIDTH)
             if small is frame:
                 small = frame.copy()             # the worker must own what it reads
             self._pending = (self._pool.submit(_detect_scaled, small, w, h), frame.shape)

@@ -24,6 +24,11 @@ from typing import Callable
 THREAD_NICE = 10     # added to the worker thread's nice value (0: same priority as the loop)
 
 
+def worker_nice(fast: bool) -> int:
+    """The frames worker's nice increment for a run: lower priority at native rate, none with --fast."""
+    return 0 if fast else THREAD_NICE
+
+
 class FramesWorker:
     def __init__(self, send: Callable[..., None], fps: float | None = 30.0, nice: int = 0):
         self.send = send

@@ -24,7 +24,7 @@ from engines.backends import InferenceOutput
 from engines.errors import UserError
 
 from .infer import PlaneClassifier
-from .frames_topic import THREAD_NICE as FRAMES_THREAD_NICE
+from .frames_topic import worker_nice
 from .pipeline import Pipeline, PipelineConfig, RunSummary
 from .publish import Publisher
 
@@ -131,7 +131,7 @@ class MultiStream:
         self.pipelines = [Pipeline(cfg, log=log, classifier=self.classifier) for cfg in cfgs]
         owner = Publisher(first.publish, first.stream_id, first.send_frames, record_path(first.record, first.stream_id),
                           frames_fps=first.frames_fps, frames_worker=True, security=first.security(),
-                          frames_nice=0 if first.fast else FRAMES_THREAD_NICE)
+                          frames_nice=worker_nice(first.fast))
         self.pipelines[0].publisher = owner
         for p in self.pipelines[1:]:
             p.publisher = Publisher.sharing(owner, p.cfg.stream_id, record_path(p.cfg.record, p.cfg.stream_id),

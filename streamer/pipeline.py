@@ -26,7 +26,7 @@ from engines.downscale import halve_times
 from .croptrack import BackgroundCropTracker
 from engines.errors import SourceError, UserError
 from .exam.heatmap import small_cam
-from .frames_topic import THREAD_NICE as FRAMES_THREAD_NICE
+from .frames_topic import worker_nice
 from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
 from engines.preprocess import Preprocessor
@@ -188,10 +188,9 @@ class Pipeline:
 
     def open_publisher(self) -> Publisher:
         cfg = self.cfg
-        # Live (native rate): the frames worker yields the CPU to the loop; --fast has no deadline.
         return Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record,
                          frames_fps=cfg.frames_fps, frames_worker=True, security=cfg.security(),
-                         frames_nice=0 if cfg.fast else FRAMES_THREAD_NICE)
+                         frames_nice=worker_nice(cfg.fast))
 
     def request_stop(self, signum: int) -> None:
         """End the run cleanly at the next loop turn (safe to call from a signal handler)."""
