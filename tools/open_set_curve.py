@@ -37,6 +37,7 @@ FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, None)   # None: open-set off
 
 def stills(model: str, data: str, threads: int, gate_model: str | None = None) -> list[dict]:
     from engines import data as D
+    from engines.open_set import rejects
     from streamer.infer import PlaneClassifier
     clf = PlaneClassifier(model, threads=threads)
     cfg = clf.info.open_set
@@ -65,7 +66,7 @@ def stills(model: str, data: str, threads: int, gate_model: str | None = None) -
     per_class = {}
     for f in FACTORS:
         thr = None if f is None else f * cfg["threshold"]
-        rej = np.zeros(len(dist), bool) if thr is None else (dist > thr) | ((dist > f * near) & (top < confident))
+        rej = np.zeros(len(dist), bool) if thr is None else rejects(dist, top, thr, f * near, confident)
         rej &= np.isin(pred, FETAL)      # as the runtime: the model's own other / cervix answer stands
         shown = np.where(rej, "uncertain", pred)
         acc = float((shown[fetal] == truth[fetal]).mean())
