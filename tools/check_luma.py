@@ -26,11 +26,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.crop import CropTracker  # noqa: E402
+from engines.planes import FETAL_PLANES_DB_TO_COARSE  # noqa: E402
 from streamer.infer import PlaneClassifier  # noqa: E402
 from streamer.image_state import ImageStateDetector  # noqa: E402
 from streamer.sources import _yuv420_planes  # noqa: E402
 
-PLANE_OF = {"Fetal brain": "brain", "Fetal abdomen": "abdomen", "Fetal femur": "femur", "Fetal thorax": "thorax"}
+# Scored: the four fetal planes (the labels CSV names them as FETAL_PLANES_DB does).
+FOUR_PLANES = ("brain", "abdomen", "femur", "thorax")
 
 
 def main(argv=None) -> int:
@@ -48,8 +50,9 @@ def main(argv=None) -> int:
     truth = {}
     if args.labels:
         for row in csv.DictReader(open(args.labels)):
-            if row["kind"] == "stable" and row["plane"] in PLANE_OF:
-                truth[int(row["frame"])] = PLANE_OF[row["plane"]]
+            plane = FETAL_PLANES_DB_TO_COARSE.get(row["plane"])
+            if row["kind"] == "stable" and plane in FOUR_PLANES:
+                truth[int(row["frame"])] = plane
     tracker, blank = CropTracker(info.crop_preset or "auto"), ImageStateDetector()
     mean_d, max_d, agree, n = [], [], 0, 0
     right = {"bgr": 0, "luma": 0}
