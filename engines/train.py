@@ -69,6 +69,12 @@ def register(subparsers) -> None:
                    help="best-val: keep the epoch with the lowest validation loss (early stopping); last: keep the "
                         "last epoch, validation only reported (no choice made on validation patients)")
     p.add_argument("--max-minutes", type=float, default=None, help="time box: stop after the epoch that passes it")
+    p.add_argument("--teacher-onnx", default=None, metavar="PATH",
+                   help="distil from this exported plane model (e.g. engines/zoo/planes_lite0.onnx): its logits on "
+                        "each augmented image at its own input size, through ONNX Runtime (engines/kd.py)")
+    p.add_argument("--kd-weight", type=float, default=0.7,
+                   help="with --teacher-onnx: loss = (1 - W) x hard-label loss + W x soft-target loss")
+    p.add_argument("--kd-temperature", type=float, default=2.0, help="with --teacher-onnx: softmax temperature T")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -142,8 +148,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {args.data}: train {len(train_s)} images / {len({s.patient for s in train_s})} patients, "
           f"val {len(val_s)} / {len(val_patients)} patients ({split_desc}); {len(label_names)} classes")
 
-    # Decode + crop once for all images (cached under /tmp), then index the two halves.
-    big = (int(round(w * CACHE_MARGIN)), int(round(h * CACHE_MARGIN)))
+    teacher = None
+    if args.teacher_onnx:
+        from .kd import OnnxTeacher
+        try:
+            teacher = OnnxTeacher(args.teacher_onnx, threads=args.threads)
+        except Exception as exc:  # onnxruntime raises several private exception types
+            raise UserError(f"--teacher-onnx {args.teacher_onnx}: cannot load ({exc})") from exc
+        if teacher.num_classes != len(label_names):
+            raise UserError(f"--teacher-onnx has {teacher.num_classes} classes, --labels {args.labels} "
+                            f"{len(label_names)}")
+        print(f"teacher: {args.teacher_onnx} at {teacher.size[0]}x{teacher.size[1]}, "
+              f"kd weight {args.kd_weight}, temperature {args.kd_temperature}")
+    # Decode + crop once for all images (cached under /tmp), then index the two halves. With a teacher
+    # the augmentation runs at the teacher's input size (the student gets that image resized down).
+    aug_w, aug_h = teacher.size if teacher is not None else (w, h)
+    big = (int(round(aug_w * CACHE_MARGIN)), int(round(aug_h * CACHE_MARGIN)))
     pos = {id(s): i for i, s in enumerate(samples)}
     all_big = D.cache_rois(samples, big)
     all_exact = D.cache_rois(samples, (w, h))
@@ -162,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
                 p_.requires_grad = False
     fitted = fit(model, len(label_names), x_train_big, y_train, x_val, y_val, (w, h), args, rng, frozen=frozen,
                  describe=lambda logits, y: plane_epoch_metrics(logits, y, label_names),
-                 partial=np.isin(y_train, [index[n] for n in NONSTANDARD_LABELS if n in index]))
+                 partial=np.isin(y_train, [index[n] for n in NONSTANDARD_LABELS if n in index]),
+                 teacher=teacher)
     best, history, best_state = fitted["best"], fitted["history"], fitted["best_state"]
     np.savez(out / "val_logits.npz", logits=fitted["val_logits"], labels=y_val,
              patients=np.array([s.patient for s in val_s]))
@@ -174,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
               "train_minutes": round(fitted["minutes"], 1), "epochs_run": len(history),
               "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                       "warmup_epochs", "patience", "label_smoothing",
-                                                      "balanced", "partial_views", "select")}}
+                                                      "balanced", "partial_views", "select",
+                                                      "teacher_onnx", "kd_weight", "kd_temperature")}}
     torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
     (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
     print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
@@ -201,7 +223,7 @@ def plane_epoch_metrics(val_logits: np.ndarray, y_val: np.ndarray, label_names) 
 
 def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
         y_val: np.ndarray | None, size: tuple[int, int], hyper: argparse.Namespace, rng: np.random.Generator,
-        frozen=(), describe=None, partial: np.ndarray | None = None) -> dict:
+        frozen=(), describe=None, partial: np.ndarray | None = None, teacher=None) -> dict:
     """Seed 002's loop: class weights, augmentation, AdamW, warm-up + cosine, early stopping on val loss.
 
     x_train_big: uint8 (N, H', W') crops a little larger than `size` (augmentation crops them);
@@ -209,10 +231,14 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
     last epoch is kept (cross-validation folds must not pick their epoch on the fold they are scored on).
     hyper: epochs, batch_size, lr, weight_decay, warmup_epochs, patience, label_smoothing, max_minutes,
     device; optional balanced, partial_views (share of `partial` images shown as partial views), select
-    ("last": no early stopping, keep the last epoch). Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
+    ("last": no early stopping, keep the last epoch), kd_weight, kd_temperature (with `teacher`, an
+    engines.kd.OnnxTeacher: x_train_big is then cached for the teacher's size, each batch is augmented
+    at that size, the teacher scores it and the student learns from it resized to `size`). Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
     """
     import torch
     from torch import nn
+
+    from .kd import kd_loss, resize_batch
 
     w, h = size
     device = torch.device(hyper.device)
@@ -250,15 +276,20 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{hyper.epochs}", leave=False, mininterval=10)
         for b in bar:
             idx = order[b * hyper.batch_size:(b + 1) * hyper.batch_size]
-            xb = D.per_image_standardise(augment_batch(x_train_big[idx], (w, h), rng,
-                                                       partial=None if partial is None else partial[idx],
-                                                       partial_p=partial_p))
+            aug = augment_batch(x_train_big[idx], teacher.size if teacher is not None else (w, h), rng,
+                                partial=None if partial is None else partial[idx], partial_p=partial_p)
+            teacher_logits = teacher.logits(aug) if teacher is not None else None
+            xb = D.per_image_standardise(resize_batch(aug, (w, h)) if teacher is not None else aug)
             xb = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(y_train[idx]).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total_steps, warmup, hyper.lr)
             logits, _ = model(xb)
             loss = loss_fn(logits, yb)
+            if teacher_logits is not None:
+                kd_w = hyper.kd_weight
+                soft = kd_loss(logits, torch.from_numpy(teacher_logits).to(device), hyper.kd_temperature)
+                loss = (1.0 - kd_w) * loss + kd_w * soft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -368,6 +399,9 @@ def register_export(subparsers) -> None:
                    help="evaluation report JSON (engines evaluate): its temperature and headline metrics go into "
                         "the metadata, and a model card NAME.md is written next to the ONNX file")
     p.add_argument("--bench", default=None, help="tools/bench_models.py --json output, for the card's latency line")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="temperature for the metadata instead of the report's (which is fitted on validation "
+                        "patients), e.g. a distilled student keeping its teacher's")
     p.add_argument("--fp16-weights", action=argparse.BooleanOptionalAction, default=True,
                    help="store weights as float16 (half the file, same float32 compute; engines.export)")
     p.set_defaults(func=_export_cmd)
@@ -382,6 +416,8 @@ def _export_cmd(args: argparse.Namespace) -> int:
         report = json.loads(Path(args.report).read_text())
         temperature = float(report["temperature"]["T"])
         metrics = report["headline"]
+    if args.temperature is not None:
+        temperature = args.temperature
     path = export_run(args.run, args.out, args.model_id or Path(args.out).stem, temperature, metrics,
                       fp16_weights=args.fp16_weights)
     if report is not None:
@@ -424,14 +460,22 @@ def model_card(path: Path, run_dir: str, report: dict, bench: dict | None, args:
         f"validation {sp['val_images']} / {sp['val_patients']}.",
         f"- **Training**: {cfg['epochs_run']} epochs (best {cfg['best_epoch']}), {cfg['train_minutes']} min on a shared "
         f"2-core CPU; AdamW, warm-up + cosine, class weights, augmentation (flip, rotation, crop/scale, aspect, gamma/gain, "
-        f"speckle, blur), early stopping on validation loss.",
+        f"speckle, blur), early stopping on validation loss"
+        + (f"; distilled from {cfg['hyper']['teacher_onnx']} (its logits on each augmented image at its own input "
+           f"size, loss (1 - {cfg['hyper']['kd_weight']}) x hard labels + {cfg['hyper']['kd_weight']} x soft targets "
+           f"at T = {cfg['hyper']['kd_temperature']}; engines/kd.py)" if cfg.get("hyper", {}).get("teacher_onnx") else "")
+        + ".",
         f"- **Validation** (runtime path: auto-crop + Preprocessor + ONNX Runtime; {h['val_images']} images / "
         f"{h['val_patients']} patients): four main planes {h['four_plane_acc']:.3f}; coarse (6 planes) "
         f"{h['coarse_acc']:.3f}; class accuracy {h['class_acc_mean']:.3f} ± {h['class_acc_std']:.3f}; macro-F1 "
         f"{h['macro_f1']:.3f}; brain sub-planes (Tt/Tc/Tv) {sub}. Cervix (1 validation image) and Other (7) are "
         "too thin to judge. Full report: docs/models/" + path.stem + "/.",
-        f"- **Calibration**: temperature T = {h['temperature']:.3f} in the metadata; ECE {h['ece_before']:.3f} -> "
-        f"{h['ece_after']:.3f}, fitted and measured on the same validation split (the 'after' figure is optimistic).",
+        (f"- **Calibration**: temperature T = {h['temperature']:.3f} in the metadata; ECE {h['ece_before']:.3f} -> "
+         f"{h['ece_after']:.3f}, fitted and measured on the same validation split (the 'after' figure is optimistic)."
+         if getattr(args, "temperature", None) is None else
+         f"- **Calibration**: temperature T = {args.temperature:.3f} in the metadata (given with --temperature, not "
+         f"fitted on validation); uncalibrated ECE {h['ece_before']:.3f} (T = 1), {h['ece_after']:.3f} at the "
+         f"validation-fitted T = {h['temperature']:.3f}, which is not used."),
         f"- **Latency** (ONNX Runtime CPU, batch 1, this shared 2-core machine, `python tools/bench_models.py`): {lat}.",
         f"- **Size**: {path.stat().st_size / 1e6:.2f} MB ("
         + ("weights stored as fp16, computed in fp32" if args.fp16_weights else "fp32") + ").",
@@ -440,7 +484,8 @@ def model_card(path: Path, run_dir: str, report: dict, bench: dict | None, args:
         f"- **Made by**: `{cfg['command']}` then "
         f"`python -m engines evaluate --model {run_dir} --out docs/models/{path.stem}/` and "
         f"`python -m engines export --run {run_dir} --out {args.out} --report {args.report}"
-        + (f" --bench {args.bench}" if args.bench else "") + "`.",
+        + (f" --bench {args.bench}" if args.bench else "")
+        + (f" --temperature {args.temperature}" if getattr(args, "temperature", None) is not None else "") + "`.",
         "",
     ])
 
