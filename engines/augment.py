@@ -63,6 +63,9 @@ def augment_image(img: np.ndarray, out_size: tuple[int, int], rng: np.random.Gen
 # standard views. Used for the thin non-standard classes (Other, cervix) only, whose label holds for
 # any part of the picture; a part of a femur image is not a standard femur plane.
 PARTIAL_VIEW = AugmentConfig(rotate_deg=25.0, scale=(1.3, 2.2), translate=0.3)
+# The extra views a teacher labels (engines.distill): from a little to a lot zoomed in, off-centre, rotated.
+# Never the plain full view: that one has its hard label, and SonoNet16 (another scanner) is weaker on it.
+TEACHER_VIEW = AugmentConfig(rotate_deg=25.0, scale=(1.15, 2.4), translate=0.3)
 
 
 def augment_batch(images: np.ndarray, out_size: tuple[int, int], rng: np.random.Generator,

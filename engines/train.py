@@ -65,6 +65,13 @@ def register(subparsers) -> None:
                         "class weights, so the two corrections are not applied twice)")
     p.add_argument("--partial-views", type=float, default=0.0, metavar="P",
                    help="show an Other/Cervix training image as a zoomed partial view with probability P")
+    p.add_argument("--teacher", choices=("sononet16",), default=None,
+                   help="view distillation (engines.distill): per step, --teacher-views extra zoomed / off-centre views "
+                        "of the batch's fetal images, labelled by SonoNet16 mapped to our classes (Background and "
+                        "views outside the four planes -> Other); unlike --teacher-onnx, which re-labels every "
+                        "image with a model of our own classes")
+    p.add_argument("--teacher-weight", type=float, default=1.0, help="weight of the teacher's soft loss")
+    p.add_argument("--teacher-views", type=int, default=8, help="teacher-labelled extra views per step")
     p.add_argument("--select", choices=("best-val", "last"), default="best-val",
                    help="best-val: keep the epoch with the lowest validation loss (early stopping); last: keep the "
                         "last epoch, validation only reported (no choice made on validation patients)")
@@ -180,10 +187,19 @@ def run(args: argparse.Namespace) -> int:
         for m in frozen:
             for p_ in m.parameters():
                 p_.requires_grad = False
+    distill = None
+    if args.teacher:
+        from .distill import Distillation, Teacher, TEACHER_INPUT
+        view_teacher = Teacher(args.teacher)
+        t_big = (int(round(TEACHER_INPUT[0] * CACHE_MARGIN)), int(round(TEACHER_INPUT[1] * CACHE_MARGIN)))
+        coarse_of = {n: D.FINE_TO_COARSE.get(n, n) for n in label_names}
+        distill = Distillation(view_teacher, D.cache_rois(samples, t_big)[[pos[id(s)] for s in train_s]],
+                               np.isin([coarse_of[label_names[c]] for c in y_train], D.MAIN_PLANES),
+                               label_names, coarse_of, views=args.teacher_views, weight=args.teacher_weight)
     fitted = fit(model, len(label_names), x_train_big, y_train, x_val, y_val, (w, h), args, rng, frozen=frozen,
                  describe=lambda logits, y: plane_epoch_metrics(logits, y, label_names),
                  partial=np.isin(y_train, [index[n] for n in NONSTANDARD_LABELS if n in index]),
-                 teacher=teacher)
+                 teacher=teacher, distill=distill)
     best, history, best_state = fitted["best"], fitted["history"], fitted["best_state"]
     np.savez(out / "val_logits.npz", logits=fitted["val_logits"], labels=y_val,
              patients=np.array([s.patient for s in val_s]))
@@ -196,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
               "hyper": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                       "warmup_epochs", "patience", "label_smoothing",
                                                       "balanced", "partial_views", "select",
-                                                      "teacher_onnx", "kd_weight", "kd_temperature")}}
+                                                      "teacher_onnx", "kd_weight", "kd_temperature",
+                                                      "teacher", "teacher_weight", "teacher_views")}}
     torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
     (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
     print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
@@ -223,7 +240,7 @@ def plane_epoch_metrics(val_logits: np.ndarray, y_val: np.ndarray, label_names) 
 
 def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
         y_val: np.ndarray | None, size: tuple[int, int], hyper: argparse.Namespace, rng: np.random.Generator,
-        frozen=(), describe=None, partial: np.ndarray | None = None, teacher=None) -> dict:
+        frozen=(), describe=None, partial: np.ndarray | None = None, teacher=None, distill=None) -> dict:
     """Seed 002's loop: class weights, augmentation, AdamW, warm-up + cosine, early stopping on val loss.
 
     x_train_big: uint8 (N, H', W') crops a little larger than `size` (augmentation crops them);
@@ -233,7 +250,9 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
     device; optional balanced, partial_views (share of `partial` images shown as partial views), select
     ("last": no early stopping, keep the last epoch), kd_weight, kd_temperature (with `teacher`, an
     engines.kd.OnnxTeacher: x_train_big is then cached for the teacher's size, each batch is augmented
-    at that size, the teacher scores it and the student learns from it resized to `size`). Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
+    at that size, the teacher scores it and the student learns from it resized to `size`). distill: an
+    engines.distill.Distillation (--teacher sononet16), whose extra teacher-labelled views join every step's
+    batch with a soft loss weighted distill.weight. Returns best_state, best, history, val_logits, minutes (the model is left holding best_state).
     """
     import torch
     from torch import nn
@@ -272,7 +291,7 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
         for m in frozen:
             m.eval()   # frozen part: keep ImageNet BN statistics
         order = balanced_draws(y_train, len(y_train), rng) if balanced else rng.permutation(len(y_train))
-        running, seen = 0.0, 0
+        running, seen, soft_running, soft_steps = 0.0, 0, 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{hyper.epochs}", leave=False, mininterval=10)
         for b in bar:
             idx = order[b * hyper.batch_size:(b + 1) * hyper.batch_size]
@@ -282,14 +301,23 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
             xb = D.per_image_standardise(resize_batch(aug, (w, h)) if teacher is not None else aug)
             xb = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(y_train[idx]).to(device)
+            extra = distill.extra_batch(idx, y_train, (w, h), rng) if distill is not None else None
+            if extra is not None:
+                xb = torch.cat([xb, torch.from_numpy(extra[0]).to(device)]).contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total_steps, warmup, hyper.lr)
             logits, _ = model(xb)
-            loss = loss_fn(logits, yb)
+            loss = loss_fn(logits[:len(idx)], yb)
             if teacher_logits is not None:
                 kd_w = hyper.kd_weight
-                soft = kd_loss(logits, torch.from_numpy(teacher_logits).to(device), hyper.kd_temperature)
+                soft = kd_loss(logits[:len(idx)], torch.from_numpy(teacher_logits).to(device), hyper.kd_temperature)
                 loss = (1.0 - kd_w) * loss + kd_w * soft
+            if extra is not None:
+                from .distill import soft_cross_entropy
+                views_loss = soft_cross_entropy(logits[len(idx):], torch.from_numpy(extra[1]).to(device))
+                loss = loss + distill.weight * views_loss
+                soft_running += float(views_loss.detach())
+                soft_steps += 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -299,6 +327,8 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{running / seen:.3f}")
         rec = {"epoch": epoch + 1, "train_loss": running / seen, "minutes": (time.time() - t0) / 60}
+        if soft_steps:
+            rec["teacher_loss"] = soft_running / soft_steps
         history.append(rec)
         improved = False
         if x_val is not None:
@@ -464,6 +494,9 @@ def model_card(path: Path, run_dir: str, report: dict, bench: dict | None, args:
         + (f"; distilled from {cfg['hyper']['teacher_onnx']} (its logits on each augmented image at its own input "
            f"size, loss (1 - {cfg['hyper']['kd_weight']}) x hard labels + {cfg['hyper']['kd_weight']} x soft targets "
            f"at T = {cfg['hyper']['kd_temperature']}; engines/kd.py)" if cfg.get("hyper", {}).get("teacher_onnx") else "")
+        + (f"; plus {cfg['hyper']['teacher_views']} extra zoomed / off-centre views of fetal images per step labelled "
+           f"by {cfg['hyper']['teacher']} mapped to our classes (not a standard view -> Other), soft loss weight "
+           f"{cfg['hyper']['teacher_weight']} (engines/distill.py)" if cfg.get("hyper", {}).get("teacher") else "")
         + ".",
         f"- **Validation** (runtime path: auto-crop + Preprocessor + ONNX Runtime; {h['val_images']} images / "
         f"{h['val_patients']} patients): four main planes {h['four_plane_acc']:.3f}; coarse (6 planes) "

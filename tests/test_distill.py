@@ -1,0 +1,117 @@
+"""engines.distill: SonoNet16's output mapped to our labels, and fit() training the student on it (--teacher)."""
+import argparse
+
+import numpy as np
+import pytest
+
+from engines.data import FINE_LABELS, FINE_TO_COARSE
+from engines.distill import TEACHER_PLANE, teacher_targets
+from engines.planes import SONONET16_LABELS
+
+FINE = list(FINE_LABELS)
+
+
+def one_hot_teacher(name: str) -> np.ndarray:
+    p = np.zeros(len(SONONET16_LABELS))
+    p[SONONET16_LABELS.index(name)] = 1.0
+    return p
+
+
+def test_every_sononet_class_is_mapped():
+    assert set(TEACHER_PLANE) == set(SONONET16_LABELS)
+
+
+@pytest.mark.parametrize("teacher, source, expected", [
+    ("4CH", "Thorax", "Thorax"),                  # the four-chamber view is our thorax plane
+    ("LVOT", "Thorax", "Other"),                  # other heart views are not
+    ("3VV", "Thorax", "Other"),
+    ("Background", "Abdomen", "Other"),
+    ("Kidneys", "Abdomen", "Other"),              # outside our protocol's four planes
+    ("Spine (sag.)", "Femur", "Other"),
+    ("Femur", "Femur", "Femur"),
+    ("Brain (Cb.)", "Brain (Tt.)", "Brain (Tt.)"),   # the source keeps its brain sub-plane
+    ("Brain (Tv.)", "Brain (Tc.)", "Brain (Tc.)"),
+    ("4CH", "Femur", "Other"),                    # a part of a femur image is no thorax plane
+])
+def test_teacher_targets_map_to_our_labels(teacher, source, expected):
+    t = teacher_targets(one_hot_teacher(teacher)[None], np.array([FINE.index(source)]), FINE, FINE_TO_COARSE)
+    assert t.shape == (1, len(FINE))
+    assert FINE[int(t[0].argmax())] == expected and t[0].max() == pytest.approx(1.0)
+
+
+def test_teacher_targets_split_soft_mass():
+    p = np.zeros((1, len(SONONET16_LABELS)))
+    p[0, SONONET16_LABELS.index("Abdominal")] = 0.5
+    p[0, SONONET16_LABELS.index("Kidneys")] = 0.2
+    p[0, SONONET16_LABELS.index("Background")] = 0.3
+    t = teacher_targets(p, np.array([FINE.index("Abdomen")]), FINE, FINE_TO_COARSE)[0]
+    assert t[FINE.index("Abdomen")] == pytest.approx(0.5) and t[FINE.index("Other")] == pytest.approx(0.5)
+    assert t.sum() == pytest.approx(1.0)
+
+
+def test_teacher_targets_reject_bad_shapes():
+    with pytest.raises(ValueError, match="teacher probabilities"):
+        teacher_targets(np.ones((2, 9)), np.array([0, 1]), FINE, FINE_TO_COARSE)
+
+
+def background_teacher():
+    """A real SonoNet16 module (random weights) whose last BN bias makes it say Background everywhere."""
+    torch = pytest.importorskip("torch")
+    from engines.distill import Teacher
+    from engines.models.sononet import SonoNet16
+    torch.manual_seed(0)
+    net = SonoNet16()
+    with torch.no_grad():
+        net.adaptation[-1][1].bias[SONONET16_LABELS.index("Background")] = 40.0
+    return Teacher(model=net)
+
+
+@pytest.mark.slow
+def test_fit_trains_the_student_towards_the_teacher_targets():
+    torch = pytest.importorskip("torch")
+    from engines.distill import Distillation
+    from engines.models import create_model
+    from engines.train import fit
+
+    rng0 = np.random.default_rng(0)
+    x_small = rng0.integers(0, 255, (16, 40, 40), dtype=np.uint8)          # student-size crops (+margin)
+    # Teacher-size crops unlike the student's noise crops (smooth ramps), so a few steps can learn them apart.
+    x_teacher = np.stack([np.tile(np.linspace(0, 250, 331), (258, 1)).astype(np.uint8)] * 16)
+    y = np.full(16, FINE.index("Abdomen"))                                 # hard labels: all abdomen
+    teacher = background_teacher()
+    probe_views = np.stack([np.asarray(v) for v in x_teacher[:8, :224, :288]])
+    assert teacher.probabilities(probe_views).argmax(1).tolist() == [SONONET16_LABELS.index("Background")] * 8
+
+    def other_share(weight: float) -> float:
+        torch.manual_seed(0)
+        model = create_model("sepcnn", num_classes=len(FINE), in_chans=1)
+        distill = Distillation(teacher, x_teacher, np.ones(16, bool), FINE, FINE_TO_COARSE, views=8, weight=weight)
+        hyper = argparse.Namespace(epochs=8, batch_size=16, lr=1e-2, weight_decay=0.0, warmup_epochs=0.0,
+                                   patience=9, label_smoothing=0.0, max_minutes=None, device="cpu", select="last")
+        out = fit(model, len(FINE), x_small, y, None, None, (32, 32), hyper, np.random.default_rng(1),
+                  distill=distill if weight > 0 else None)
+        assert ("teacher_loss" in out["history"][-1]) == (weight > 0)
+        extra = distill.extra_batch(np.arange(16), y, (32, 32), np.random.default_rng(2))
+        assert extra[0].shape == (8, 1, 32, 32)
+        np.testing.assert_allclose(extra[1][:, FINE.index("Other")], 1.0, atol=1e-4)   # the mapped targets
+        model.eval()
+        with torch.no_grad():
+            p = torch.softmax(model(torch.from_numpy(extra[0]))[0], 1).numpy()
+        return float(p[:, FINE.index("Other")].mean())
+
+    without, with_teacher = other_share(0.0), other_share(4.0)
+    assert with_teacher > without + 0.2, (without, with_teacher)
+
+
+@pytest.mark.shared
+def test_sononet16_teacher_says_background_on_a_blank_view():
+    from engines.distill import Teacher
+    from engines.models.sononet import DEFAULT_NPZ
+    if not DEFAULT_NPZ.is_file():
+        pytest.skip("no ../shared SonoNet16 weights")
+    teacher = Teacher("sononet16")
+    views = np.zeros((2, 224, 288), np.uint8)
+    views[1] = np.random.default_rng(0).integers(0, 40, (224, 288))        # dark speckle, no anatomy
+    p = teacher.probabilities(views)
+    assert p.shape == (2, 14) and np.allclose(p.sum(1), 1.0, atol=1e-5)
+    assert SONONET16_LABELS[int(p[1].argmax())] == "Background"
