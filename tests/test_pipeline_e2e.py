@@ -94,3 +94,22 @@ def test_anomaly_stage_runs_on_brain_frames_only(tmp_path):
     assert all(r["anomaly"]["state"] in ("normal", "abnormal", "uncertain") for r in brain)
     assert all(0.0 <= r["anomaly"]["p_abnormal"] <= 1.0 and r["anomaly"]["model"] == "brain_anomaly" for r in brain)
     assert all(r["anomaly"] is None for r in other)
+
+
+def test_named_128x96_model_runs_the_runtime_path(tmp_path):
+    """`--model planes_lite0_128` (the 128x96 distilled model, engines/zoo/planes_lite0_128.md): loads by name,
+    runs the real pipeline with its open-set fit, and names the bundled clip's brain and then its abdomen
+    (as planes_lite0 does on the same frames)."""
+    from engines.metadata import read_model_info
+    from engines.zoo import resolve
+    info = read_model_info(resolve("planes_lite0_128"))
+    assert (info.width, info.height) == (128, 96) and info.extra.get("open_set", {}).get("threshold")
+    record = tmp_path / "lite0_128.jsonl"
+    proc = run_cli("run", "--source", SAMPLE_CLIP, "--fast", "--max-frames", "240", "--model", "planes_lite0_128",
+                   "--publish", f"tcp://127.0.0.1:{free_port()}", "--record", record, "--no-frames")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in record.read_text().splitlines() if '"result"' in x]
+    assert len(rows) == 240 and all(r["model"]["id"] == "planes_lite0_128" for r in rows)
+    assert all(r["open_set"] is not None for r in rows if r["topk"])
+    shown = [r["plane"] for r in rows]
+    assert shown[60] == "brain" and shown[180] == "abdomen", shown[::20]   # brain to ~119, abdomen to ~239
