@@ -97,10 +97,24 @@ class Teacher:
         return torch.softmax(logits.float() / self.temperature, dim=1).numpy()
 
 
-def soft_cross_entropy(logits, targets):
-    """Mean over the batch of -sum_c target_c log softmax(logits)_c (torch tensors)."""
+def soft_cross_entropy(logits, targets, groups=None):
+    """Mean over the batch of -sum_c target_c log softmax(logits)_c (torch tensors).
+
+    groups: optional (C, G) 0/1 tensor putting each class in one group (a coarse plane): the loss is then taken
+    on group probabilities (targets and student both summed per group), leaving the split inside a group (the
+    brain sub-planes) to the hard labels."""
     import torch
-    return -(targets * torch.log_softmax(logits, dim=1)).sum(1).mean()
+    logp = torch.log_softmax(logits, dim=1)
+    if groups is None:
+        return -(targets * logp).sum(1).mean()
+    group_logp = torch.logsumexp(logp[:, :, None] + torch.log(groups)[None], dim=1)   # log sum_c in g p_c
+    return -((targets @ groups) * group_logp).sum(1).mean()
+
+
+def plane_groups(label_names, coarse_of: dict) -> np.ndarray:
+    """(C, G) 0/1: class c belongs to coarse plane g (the planes in first-seen order)."""
+    planes = list(dict.fromkeys(coarse_of.get(n, n) for n in label_names))
+    return np.array([[coarse_of.get(n, n) == q for q in planes] for n in label_names], np.float32)
 
 
 class Distillation:
@@ -112,7 +126,14 @@ class Distillation:
     """
 
     def __init__(self, teacher: Teacher, x_big: np.ndarray, fetal: np.ndarray, label_names, coarse_of: dict,
-                 views: int = 8, weight: float = 1.0):
+                 views: int = 8, weight: float = 1.0, level: str = "fine"):
+        """level: "fine", the soft loss on our classes (the source's brain sub-plane gets the brain mass);
+        "plane", on coarse planes (the sub-plane split of a view is left free: a zoomed part of a brain
+        image rarely shows what tells trans-thalamic from trans-ventricular)."""
+        if level not in ("fine", "plane"):
+            raise ValueError(f"level must be fine or plane, got {level!r}")
+        self.level = level
+        self.groups = plane_groups(label_names, coarse_of) if level == "plane" else None
         self.teacher, self.x_big, self.fetal = teacher, x_big, np.asarray(fetal, bool)
         self.label_names, self.coarse_of = list(label_names), coarse_of
         self.views, self.weight = views, weight

@@ -72,6 +72,9 @@ def register(subparsers) -> None:
                         "image with a model of our own classes")
     p.add_argument("--teacher-weight", type=float, default=1.0, help="weight of the teacher's soft loss")
     p.add_argument("--teacher-views", type=int, default=8, help="teacher-labelled extra views per step")
+    p.add_argument("--teacher-level", choices=("fine", "plane"), default="fine",
+                   help="fine: the teacher's soft loss on our classes (a view keeps its source's brain sub-plane); "
+                        "plane: on coarse planes, the brain sub-plane split left to the hard labels")
     p.add_argument("--select", choices=("best-val", "last"), default="best-val",
                    help="best-val: keep the epoch with the lowest validation loss (early stopping); last: keep the "
                         "last epoch, validation only reported (no choice made on validation patients)")
@@ -195,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
         coarse_of = {n: D.FINE_TO_COARSE.get(n, n) for n in label_names}
         distill = Distillation(view_teacher, D.cache_rois(samples, t_big)[[pos[id(s)] for s in train_s]],
                                np.isin([coarse_of[label_names[c]] for c in y_train], D.MAIN_PLANES),
-                               label_names, coarse_of, views=args.teacher_views, weight=args.teacher_weight)
+                               label_names, coarse_of, views=args.teacher_views, weight=args.teacher_weight,
+                               level=args.teacher_level)
     fitted = fit(model, len(label_names), x_train_big, y_train, x_val, y_val, (w, h), args, rng, frozen=frozen,
                  describe=lambda logits, y: plane_epoch_metrics(logits, y, label_names),
                  partial=np.isin(y_train, [index[n] for n in NONSTANDARD_LABELS if n in index]),
@@ -213,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                                                       "warmup_epochs", "patience", "label_smoothing",
                                                       "balanced", "partial_views", "select",
                                                       "teacher_onnx", "kd_weight", "kd_temperature",
-                                                      "teacher", "teacher_weight", "teacher_views")}}
+                                                      "teacher", "teacher_weight", "teacher_views", "teacher_level")}}
     torch.save({"state_dict": best_state, "config": config}, out / "best.pt")
     (out / "history.json").write_text(json.dumps({"config": config, "history": history}, indent=1))
     print(f"best epoch {best['epoch']}: val loss {best['val_loss']:.3f}, four planes {best['val_main4_acc']:.3f}; "
@@ -314,7 +318,8 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
                 loss = (1.0 - kd_w) * loss + kd_w * soft
             if extra is not None:
                 from .distill import soft_cross_entropy
-                views_loss = soft_cross_entropy(logits[len(idx):], torch.from_numpy(extra[1]).to(device))
+                groups = None if distill.groups is None else torch.from_numpy(distill.groups).to(device)
+                views_loss = soft_cross_entropy(logits[len(idx):], torch.from_numpy(extra[1]).to(device), groups)
                 loss = loss + distill.weight * views_loss
                 soft_running += float(views_loss.detach())
                 soft_steps += 1

@@ -115,3 +115,22 @@ def test_sononet16_teacher_says_background_on_a_blank_view():
     p = teacher.probabilities(views)
     assert p.shape == (2, 14) and np.allclose(p.sum(1), 1.0, atol=1e-5)
     assert SONONET16_LABELS[int(p[1].argmax())] == "Background"
+
+
+def test_plane_level_loss_leaves_the_brain_subplane_split_free():
+    torch = pytest.importorskip("torch")
+    from engines.distill import plane_groups, soft_cross_entropy
+    groups = torch.from_numpy(plane_groups(FINE, FINE_TO_COARSE))
+    target = torch.zeros(1, len(FINE))
+    target[0, FINE.index("Brain (Tt.)")], target[0, FINE.index("Other")] = 0.7, 0.3
+    tt = torch.zeros(1, len(FINE))
+    tt[0, FINE.index("Brain (Tt.)")] = 10.0           # student sure of trans-thalamic
+    tv = torch.zeros(1, len(FINE))
+    tv[0, FINE.index("Brain (Tv.)")] = 10.0           # same brain mass, other sub-plane
+    assert float(soft_cross_entropy(tt, target, groups)) == pytest.approx(float(soft_cross_entropy(tv, target, groups)))
+    assert float(soft_cross_entropy(tt, target)) < float(soft_cross_entropy(tv, target))   # fine level tells them apart
+    # the plane-level loss is the cross-entropy of the summed plane probabilities
+    logits = torch.randn(4, len(FINE))
+    plane_p = torch.softmax(logits, 1) @ groups
+    expected = -((target @ groups) * plane_p.log()).sum(1).mean()
+    assert float(soft_cross_entropy(logits, target.expand(4, -1), groups)) == pytest.approx(float(expected), rel=1e-5)
