@@ -3,6 +3,7 @@ import json
 import threading
 import time
 
+import pytest
 import zmq
 
 from engines.planes import COARSE_PLANES
@@ -96,20 +97,21 @@ def test_anomaly_stage_runs_on_brain_frames_only(tmp_path):
     assert all(r["anomaly"] is None for r in other)
 
 
-def test_named_128x96_model_runs_the_runtime_path(tmp_path):
-    """`--model planes_lite0_128` (the 128x96 distilled model, engines/zoo/planes_lite0_128.md): loads by name,
-    runs the real pipeline with its open-set fit, and names the bundled clip's brain and then its abdomen
-    (as planes_lite0 does on the same frames)."""
+@pytest.mark.parametrize("name, size", [("planes_lite0_160", (160, 120)), ("planes_lite0_128", (128, 96))])
+def test_named_smaller_input_models_run_the_runtime_path(tmp_path, name, size):
+    """`--model planes_lite0_160` / `planes_lite0_128` (distilled from planes_lite0 at a smaller input,
+    engines/zoo/NAME.md): load by name, run the real pipeline at their own input size with their open-set fit,
+    and name the bundled clip's brain and then its abdomen (as planes_lite0 does on the same frames)."""
     from engines.metadata import read_model_info
     from engines.zoo import resolve
-    info = read_model_info(resolve("planes_lite0_128"))
-    assert (info.width, info.height) == (128, 96) and info.extra.get("open_set", {}).get("threshold")
-    record = tmp_path / "lite0_128.jsonl"
-    proc = run_cli("run", "--source", SAMPLE_CLIP, "--fast", "--max-frames", "240", "--model", "planes_lite0_128",
+    info = read_model_info(resolve(name))
+    assert (info.width, info.height) == size and info.extra.get("open_set", {}).get("threshold")
+    record = tmp_path / f"{name}.jsonl"
+    proc = run_cli("run", "--source", SAMPLE_CLIP, "--fast", "--max-frames", "240", "--model", name,
                    "--publish", f"tcp://127.0.0.1:{free_port()}", "--record", record, "--no-frames")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(x) for x in record.read_text().splitlines() if '"result"' in x]
-    assert len(rows) == 240 and all(r["model"]["id"] == "planes_lite0_128" for r in rows)
+    assert len(rows) == 240 and all(r["model"]["id"] == name for r in rows)
     assert all(r["open_set"] is not None for r in rows if r["topk"])
     shown = [r["plane"] for r in rows]
     assert shown[60] == "brain" and shown[180] == "abdomen", shown[::20]   # brain to ~119, abdomen to ~239
