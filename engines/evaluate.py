@@ -161,7 +161,7 @@ def coarse_probs(probs: np.ndarray, labels: list[str], coarse_map: dict[str, str
 
 
 def evaluate(model_arg: str, data_root: str | Path, split_file: str | Path | None, out_dir: str | Path,
-             name: str | None = None, threads: int = 2) -> dict:
+             name: str | None = None, threads: int = 2, subplane_model: str | None = None) -> dict:
     from calibration.temperature import (expected_calibration_error, fit_temperature, minimise_over_temperature,
                                          softmax)
     from .train import resolve_split
@@ -199,6 +199,20 @@ def evaluate(model_arg: str, data_root: str | Path, split_file: str | Path | Non
                                 f"({info.width}x{info.height}, {info.normalisation['kind']}, {info.resize}) -> ORT CPU",
                     "scopes": {}}
     probs = softmax(logits)
+    if subplane_model:
+        # As the runtime does while the stable plane is brain: the primary keeps the plane, the
+        # second model splits brain (engines/subplanes.py); here on the stills the primary calls brain.
+        from .subplanes import SubplaneMapping
+        sub_logits, sub_info = run_logits(model_path_for(subplane_model), val_s, threads)
+        try:
+            mapping = SubplaneMapping(labels, info.coarse_map, list(sub_info.labels), sub_info.coarse_map)
+        except ValueError as exc:
+            from engines.errors import UserError
+            raise UserError(f"--subplane-model {subplane_model}: {exc}") from None
+        called_brain = np.array([info.coarse_map.get(labels[k]) == "brain" for k in probs.argmax(1)])
+        probs[called_brain] = mapping.refine(probs[called_brain], softmax(sub_logits[called_brain]))
+        report["subplane_model"] = {"model": sub_info.model_id, "sha256": sub_info.sha256,
+                                    "applied_to": int(called_brain.sum())}
     pc = coarse_probs(probs, labels, info.coarse_map, coarse_names)
     # A fine prediction outside the six dataset planes (SonoNet's spine, profile) is -1: always wrong.
     pred_coarse = np.array([coarse_names.index(c) if c in coarse_names else -1
@@ -372,6 +386,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="report folder, e.g. docs/models/NAME/")
     p.add_argument("--name", default=None, help="name in the report (default: the model_id)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--subplane-model", default=None, metavar="NAME",
+                   help="brain sub-planes from this second plane model on the images the model calls brain "
+                        "(as `sonoplane run --subplane-model`)")
     p.set_defaults(func=_cmd)
 
 
@@ -386,7 +403,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if not args.model or not args.out:
         raise UserError("--model and --out are required (or --table DIR)")
     try:
-        evaluate(args.model, args.data, args.split, args.out, args.name, args.threads)
+        evaluate(args.model, args.data, args.split, args.out, args.name, args.threads, args.subplane_model)
     except (FileNotFoundError, ModelFileError, D.DataError) as exc:
         raise UserError(str(exc)) from exc
     return 0

@@ -33,6 +33,7 @@ from engines.preprocess import Preprocessor
 from .publish import DEFAULT_ADDRESS, Publisher
 from .runstats import LatencyHistogram
 from .smoothing import LabelSmoother, OpenSetGate, SmoothingConfig, smoothing_clock
+from .subplanes import SubplaneStage
 
 STATUS_EVERY_S = 1.0
 STALL_AFTER_S = 1.0     # a live source with no frame for this long is reported `stalled`
@@ -45,6 +46,7 @@ class PipelineConfig:
     fast: bool = False
     model: str | None = None
     anomaly_model: str | None = "default"    # "default" (shipped, if any), "none", name or path
+    subplane_model: str | None = None        # a second plane model for brain sub-planes (streamer/subplanes.py)
     backend: str = "onnxruntime"
     threads: int = 1
     publish: str = DEFAULT_ADDRESS
@@ -169,6 +171,9 @@ class Pipeline:
             raise UserError(f"{info.path}: not a plane model (task {info.task!r})")
         anomaly = _resolve_anomaly(cfg)
         self.anomaly = AnomalyStage(anomaly, cfg.backend, cfg.threads) if anomaly else None
+        self.subplanes = (SubplaneStage(cfg.subplane_model, info, cfg.backend, cfg.threads)
+                          if cfg.subplane_model not in (None, "none") else None)
+        self._stable_plane: str | None = None    # the last frame's smoothed plane (sub-plane stage)
         # Periodic crop re-detection runs on a worker thread, off the per-frame path.
         self.crop = BackgroundCropTracker(cfg.crop or info.crop_preset or "auto")
         # One input tensor, filled in place each frame.
@@ -179,6 +184,8 @@ class Pipeline:
         self.source_is_file = classify_spec(cfg.source) == "file"   # media clock (pts) for files
         self.open_set = open_set_gate(info, self.classifier.backend) if cfg.open_set else None
         self.model_meta = {"id": info.model_id, "sha256": info.short_hash, "backend": cfg.backend}
+        if self.subplanes is not None:
+            self.model_meta["subplane_model"] = self.subplanes.model_id
         self.publisher: Publisher | None = None
         self.exam = None            # streamer.exam.runner.ExamRunner, set by `run --exam`
         self.exam_report: Path | None = None
@@ -288,6 +295,9 @@ class Pipeline:
             cam = out.cam[0] if out.cam is not None else None
             from .infer import softmax_with_temperature
             probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
+            if self.subplanes is not None and self._stable_plane == "brain":
+                probs = self.subplanes.refine(probs, roi, half, pre.halvings(roi.shape[1], roi.shape[0]),
+                                              frame.luma_range)
             t_inf = time.monotonic()
         else:
             probs, t_pre, out = None, time.monotonic(), None
@@ -295,6 +305,7 @@ class Pipeline:
         open_set, reject = self._open_set(out, probs)
         state = self.smoother.update(probs, t_media, blank=img_state.blank, frozen=img_state.frozen,
                                      reject=reject)
+        self._stable_plane = None if state.frozen else state.plane
         anomaly = None
         if self.anomaly is not None and state.plane == "brain" and not state.frozen:
             anomaly = self.anomaly(roi, frame.luma_range)

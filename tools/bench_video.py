@@ -121,6 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("videos", nargs="+", metavar="VIDEO")
     ap.add_argument("--labels", action="append", required=True, metavar="CSV", help="one per VIDEO, in order")
     ap.add_argument("--model")
+    ap.add_argument("--subplane-model", help="sonoplane run --subplane-model (brain sub-planes from a second model)")
     ap.add_argument("--fast", action="store_true", help="every frame (default: native rate, as a scanner feeds it)")
     ap.add_argument("--no-open-set", action="store_true", help="run without open-set rejection (sonoplane run --no-open-set)")
     ap.add_argument("--json", required=True, metavar="REPORT.json")
@@ -131,7 +132,8 @@ def main(argv=None) -> int:
     if len(args.labels) != len(args.videos):
         ap.error("give one --labels CSV per VIDEO")
     extra = (["--fast"] if args.fast else []) + (["--model", args.model] if args.model else []) \
-        + (["--no-open-set"] if args.no_open_set else [])
+        + (["--no-open-set"] if args.no_open_set else []) \
+        + (["--subplane-model", args.subplane_model] if args.subplane_model else [])
     per_video, series = {}, []
     all_results, all_rows = [], []
     for video, labels in zip(args.videos, args.labels):

@@ -13,6 +13,10 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--model", help="plane model: shipped name (see `sonoplane models`) or .onnx path")
     p.add_argument("--anomaly-model", default="default",
                    help="brain anomaly model: name, path, or 'none' (default: the shipped one, if any)")
+    p.add_argument("--subplane-model", default=None, metavar="NAME",
+                   help="a second plane model that splits brain into its sub-planes while the stable plane is "
+                        "brain (e.g. planes_lite0 beside a plane model that lost them); the plane model keeps "
+                        "the plane, 'other' and open-set (docs/models/README.md)")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "torch"))
     p.add_argument("--threads", type=int, default=1,
                    help="inference threads (default 1: capture needs the other core of a 2-core box)")
@@ -63,6 +67,7 @@ def pipeline_config(args, source: str):
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
     return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
+                          subplane_model=args.subplane_model,
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
