@@ -352,8 +352,12 @@ def markdown_report(report: dict) -> str:
              f"- Split: patient-level validation `{sp['source']}`: {sp['val_images']} images / {sp['val_patients']} patients "
              f"(train {sp['train_images']} / {sp['train_patients']}); validation per class: "
              + ", ".join(f"{k} {v}" for k, v in sp["val_per_class"].items()),
-             f"- Path: {report['pipeline']}", "",
-             "| scope | n | accuracy | class-acc mean ± std | macro-F1 | macro AUC |", "|---|---|---|---|---|---|"]
+             f"- Path: {report['pipeline']}"]
+    if report.get("subplane_model"):
+        sm = report["subplane_model"]
+        lines.append(f"- Brain sub-planes split by a second model, `{sm['model']}` (sha256 {sm['sha256'][:12]}), on the "
+                     f"{sm['applied_to']} images this model calls brain (as `sonoplane run --subplane-model`)")
+    lines += ["", "| scope | n | accuracy | class-acc mean ± std | macro-F1 | macro AUC |", "|---|---|---|---|---|---|"]
     for name, s in report["scopes"].items():
         auc = f"{s['macro_auc']:.3f}" if s.get("macro_auc") is not None else "n/a"
         lines.append(f"| {name} | {s['n']} | {s['accuracy']:.3f} | {s['class_acc_mean']:.3f} ± {s['class_acc_std']:.3f} "

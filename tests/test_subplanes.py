@@ -7,7 +7,7 @@ import pytest
 
 from engines.subplanes import SubplaneMapping, brain_labels
 
-from .conftest import FIXTURES, SAMPLE_CLIP, free_port, run_cli
+from .conftest import FIXTURES, SAMPLE_CLIP, SHARED, free_port, needs_shared, run_cli
 
 LABELS = ["Brain (Tt.)", "Brain (Tc.)", "Brain (Tv.)", "Brain (other)", "Abdomen", "Femur", "Thorax",
           "Cervix", "Other"]
@@ -99,3 +99,25 @@ def test_a_subplane_model_with_other_brain_labels_is_one_clear_error():
                    "--publish", f"tcp://127.0.0.1:{free_port()}", "--no-frames")
     assert proc.returncode == 2
     assert "--subplane-model sononet16" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_shared
+@pytest.mark.slow
+def test_evaluate_with_a_subplane_model_changes_only_the_brain_split(tmp_path):
+    """`python -m engines evaluate --subplane-model`: planes and coarse figures are the plane model's own; the
+    brain sub-planes become the second model's split on the stills the plane model calls brain."""
+    from engines.evaluate import evaluate
+    data = SHARED / "data" / "fetal_planes"
+    alone = evaluate("planes_lite0_128", data, None, tmp_path / "alone", threads=2)
+    pair = evaluate("planes_lite0_128", data, None, tmp_path / "pair", threads=2, subplane_model="planes_lite0")
+    reference = evaluate("planes_lite0", data, None, tmp_path / "ref", threads=2)
+    for scope in ("four_planes", "coarse"):
+        assert pair["scopes"][scope]["accuracy"] == alone["scopes"][scope]["accuracy"]
+    assert pair["subplane_model"]["model"] == "planes_lite0"
+    assert 80 <= pair["subplane_model"]["applied_to"] <= 100      # ~92 validation brain stills
+    sub = {name: r["scopes"]["brain_subplanes"]["accuracy"] for name, r in
+           (("alone", alone), ("pair", pair), ("reference", reference))}
+    # planes_lite0_128 alone is weaker on sub-planes; with planes_lite0 splitting brain it matches planes_lite0's
+    # own split up to the few images the two models disagree are brain at all.
+    assert sub["pair"] > sub["alone"] and abs(sub["pair"] - sub["reference"]) <= 0.03, sub
+    assert "second model, `planes_lite0`" in (tmp_path / "pair" / "README.md").read_text()
