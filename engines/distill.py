@@ -141,16 +141,15 @@ class Distillation:
     def extra_batch(self, idx: np.ndarray, y: np.ndarray, size: tuple[int, int], rng: np.random.Generator):
         """(student inputs float32 (K, 1, h, w), soft targets (K, C)) from views of the batch's fetal images,
         or None when the batch holds none."""
-        import cv2
-
         from .augment import TEACHER_VIEW, augment_batch
         from .data import per_image_standardise
+        from .kd import resize_batch
         fetal_idx = idx[self.fetal[idx]]
         if self.views <= 0 or len(fetal_idx) == 0:
             return None
         pick = rng.choice(fetal_idx, size=self.views, replace=len(fetal_idx) < self.views)
         teacher_views = augment_batch(self.x_big[pick], self.teacher.size, rng, TEACHER_VIEW)
-        student_views = np.stack([cv2.resize(v, size, interpolation=cv2.INTER_AREA) for v in teacher_views])
+        student_views = resize_batch(teacher_views, size)
         targets = teacher_targets(self.teacher.probabilities(teacher_views), y[pick], self.label_names,
                                   self.coarse_of)
         return per_image_standardise(student_views), targets

@@ -202,13 +202,9 @@ def evaluate(model_arg: str, data_root: str | Path, split_file: str | Path | Non
     if subplane_model:
         # As the runtime does while the stable plane is brain: the primary keeps the plane, the
         # second model splits brain (engines/subplanes.py); here on the stills the primary calls brain.
-        from .subplanes import SubplaneMapping
+        from .subplanes import mapping_for
         sub_logits, sub_info = run_logits(model_path_for(subplane_model), val_s, threads)
-        try:
-            mapping = SubplaneMapping(labels, info.coarse_map, list(sub_info.labels), sub_info.coarse_map)
-        except ValueError as exc:
-            from engines.errors import UserError
-            raise UserError(f"--subplane-model {subplane_model}: {exc}") from None
+        mapping = mapping_for(info, sub_info, subplane_model)
         called_brain = np.array([info.coarse_map.get(labels[k]) == "brain" for k in probs.argmax(1)])
         probs[called_brain] = mapping.refine(probs[called_brain], softmax(sub_logits[called_brain]))
         report["subplane_model"] = {"model": sub_info.model_id, "sha256": sub_info.sha256,

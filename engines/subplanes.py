@@ -51,3 +51,14 @@ class SubplaneMapping:
         split = np.where(safe, brain_mass * share / np.where(safe, total, 1.0), out[..., self.primary_index])
         out[..., self.primary_index] = split
         return out.astype(np.asarray(probs).dtype, copy=False)
+
+
+def mapping_for(primary_info, refiner_info, refiner_name: str) -> SubplaneMapping:
+    """The mapping between two models' metadata (engines.metadata.ModelInfo); a mismatch is the user's
+    one-line error (`--subplane-model NAME: ...`) for both `sonoplane run` and `engines evaluate`."""
+    from .errors import UserError
+    try:
+        return SubplaneMapping(list(primary_info.labels), primary_info.coarse_map,
+                               list(refiner_info.labels), refiner_info.coarse_map)
+    except ValueError as exc:
+        raise UserError(f"--subplane-model {refiner_name}: {exc}") from None

@@ -30,6 +30,11 @@ from .augment import augment_batch
 CACHE_MARGIN = 1.15   # training crops are cached this much larger than the input, for crop/translate
 
 
+def cache_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(w, h) of the cached training crops for an augmentation output of `size`."""
+    return int(round(size[0] * CACHE_MARGIN)), int(round(size[1] * CACHE_MARGIN))
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -172,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
               f"kd weight {args.kd_weight}, temperature {args.kd_temperature}")
     # Decode + crop once for all images (cached under /tmp), then index the two halves. With a teacher
     # the augmentation runs at the teacher's input size (the student gets that image resized down).
-    aug_w, aug_h = teacher.size if teacher is not None else (w, h)
-    big = (int(round(aug_w * CACHE_MARGIN)), int(round(aug_h * CACHE_MARGIN)))
+    big = cache_size(teacher.size if teacher is not None else (w, h))
     pos = {id(s): i for i, s in enumerate(samples)}
     all_big = D.cache_rois(samples, big)
     all_exact = D.cache_rois(samples, (w, h))
@@ -194,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher:
         from .distill import Distillation, Teacher, TEACHER_INPUT
         view_teacher = Teacher(args.teacher)
-        t_big = (int(round(TEACHER_INPUT[0] * CACHE_MARGIN)), int(round(TEACHER_INPUT[1] * CACHE_MARGIN)))
+        t_big = cache_size(TEACHER_INPUT)
         coarse_of = {n: D.FINE_TO_COARSE.get(n, n) for n in label_names}
         distill = Distillation(view_teacher, D.cache_rois(samples, t_big)[[pos[id(s)] for s in train_s]],
                                np.isin([coarse_of[label_names[c]] for c in y_train], D.MAIN_PLANES),
@@ -261,12 +265,16 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
     import torch
     from torch import nn
 
+    from .distill import soft_cross_entropy
     from .kd import kd_loss, resize_batch
 
     w, h = size
     device = torch.device(hyper.device)
     # channels_last makes depthwise convolutions several times faster on CPU.
     model = model.to(device=device, memory_format=torch.channels_last)
+    # --teacher-level plane: the class -> plane grouping of the views' soft loss, on the device once.
+    view_groups = (torch.from_numpy(distill.groups).to(device)
+                   if distill is not None and distill.groups is not None else None)
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
     decay = [p_ for p_ in params if p_.ndim > 1]
     no_decay = [p_ for p_ in params if p_.ndim <= 1]
@@ -317,9 +325,7 @@ def fit(model, num_classes: int, x_train_big: np.ndarray, y_train: np.ndarray, x
                 soft = kd_loss(logits[:len(idx)], torch.from_numpy(teacher_logits).to(device), hyper.kd_temperature)
                 loss = (1.0 - kd_w) * loss + kd_w * soft
             if extra is not None:
-                from .distill import soft_cross_entropy
-                groups = None if distill.groups is None else torch.from_numpy(distill.groups).to(device)
-                views_loss = soft_cross_entropy(logits[len(idx):], torch.from_numpy(extra[1]).to(device), groups)
+                views_loss = soft_cross_entropy(logits[len(idx):], torch.from_numpy(extra[1]).to(device), view_groups)
                 loss = loss + distill.weight * views_loss
                 soft_running += float(views_loss.detach())
                 soft_steps += 1

@@ -285,7 +285,8 @@ class Pipeline:
         # The model's own area halvings, done once: blank/frozen detection and preprocessing both
         # start from this copy (identical model input: engines/preprocess.py halvings()).
         pre = self.classifier.preprocess
-        half = halve_times(roi, pre.halvings(roi.shape[1], roi.shape[0]))
+        halvings = pre.halvings(roi.shape[1], roi.shape[0])
+        half = halve_times(roi, halvings)
         img_state = self.image_state.update(half, t_media, luma_range=frame.luma_range)
         pred = cam = None
         if not img_state.blank:            # no ultrasound image: nothing to classify
@@ -296,8 +297,7 @@ class Pipeline:
             from .infer import softmax_with_temperature
             probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
             if self.subplanes is not None and self._stable_plane == "brain":
-                probs = self.subplanes.refine(probs, roi, half, pre.halvings(roi.shape[1], roi.shape[0]),
-                                              frame.luma_range)
+                probs = self.subplanes.refine(probs, roi, half, halvings, frame.luma_range)
             t_inf = time.monotonic()
         else:
             probs, t_pre, out = None, time.monotonic(), None

@@ -9,7 +9,7 @@ import numpy as np
 
 from engines.errors import UserError
 from engines.preprocess import Preprocessor
-from engines.subplanes import SubplaneMapping
+from engines.subplanes import mapping_for
 
 from .infer import open_model, softmax_with_temperature
 
@@ -20,11 +20,7 @@ class SubplaneStage:
         self.info = self.backend.info
         if self.info.task != "plane":
             raise UserError(f"{model}: not a plane model (task {self.info.task!r}); --subplane-model needs one")
-        try:
-            self.mapping = SubplaneMapping(list(primary_info.labels), primary_info.coarse_map,
-                                           list(self.info.labels), self.info.coarse_map)
-        except ValueError as exc:
-            raise UserError(f"--subplane-model {model}: {exc}") from None
+        self.mapping = mapping_for(primary_info, self.info, model)
         self.preprocess = Preprocessor(self.info)
         self.model_id = self.info.model_id
 
