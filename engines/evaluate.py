@@ -131,14 +131,11 @@ def model_path_for(arg: str) -> Path:
 
 def run_logits(model_path: Path, samples: list[D.Sample], threads: int = 2) -> tuple[np.ndarray, object]:
     """Logits (N, classes) for each sample via crop + Preprocessor + ORT; and the ModelInfo."""
-    import onnxruntime as ort
-
     from engines.preprocess import Preprocessor
 
+    from .backends.onnxruntime_backend import cpu_session
     from .metadata import read_model_info
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(model_path, threads)
     info = read_model_info(model_path, session=sess)
     pre = Preprocessor(info)
     out = []

@@ -19,12 +19,11 @@ class OnnxTeacher:
     """Logits of an ONNX plane model (input `image` 1 x H x W gray, output `logits`) on uint8 crops."""
 
     def __init__(self, path: str | Path, threads: int = 1):
-        import onnxruntime as ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+        from .backends.onnxruntime_backend import cpu_session
         self.path = str(path)
-        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+        # A plain session, not OnnxRuntimeBackend: any ONNX file with an `image` -> `logits` graph may
+        # teach, with or without sonoplane metadata.
+        self.session = cpu_session(self.path, threads)
         shape = self.session.get_inputs()[0].shape          # [batch, 1, H, W]
         self.input_name = self.session.get_inputs()[0].name
         self.size = (int(shape[3]), int(shape[2]))            # (w, h)

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import data as D
 from .metadata import METADATA_KEY
+from .planes import plane_matrix
 
 EMBEDDING_OUTPUT = "embedding"
 SCORE_OUTPUT = "open_set"
@@ -138,14 +139,11 @@ def features(model_path: str | Path, samples, threads: int = 2, transform=None) 
     """(embeddings (N, D), logits (N, C), ModelInfo) of FETAL_PLANES_DB samples through the runtime path
     (auto-crop + Preprocessor), from the model with an embedding output added. transform: optional
     function of the runtime crop (e.g. partial_view) applied before preprocessing."""
-    import onnxruntime as ort
-
+    from .backends.onnxruntime_backend import cpu_session
     from .metadata import read_model_info
     from .preprocess import Preprocessor
     info = read_model_info(model_path)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(with_embedding_bytes(model_path), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(with_embedding_bytes(model_path), threads)
     pre = Preprocessor(info)
     emb, logits = [], []
     for s in samples:
@@ -219,9 +217,7 @@ def top_plane_probability(logits: np.ndarray, labels, coarse_map: dict, temperat
     z = logits / temperature
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    planes = sorted({coarse_map.get(l, "other") for l in labels})
-    m = np.array([[coarse_map.get(l, "other") == q for q in planes] for l in labels], np.float64)
-    return (p @ m).max(1)
+    return (p @ plane_matrix(labels, coarse_map).astype(np.float64)).max(1)
 
 
 def rejects(d: np.ndarray, top_p: np.ndarray, far: float, near: float, confident: float) -> np.ndarray:

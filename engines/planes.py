@@ -6,6 +6,8 @@ the `coarse_map` in its metadata. Two pseudo-planes exist only after smoothing: 
 """
 from __future__ import annotations
 
+import numpy as np
+
 COARSE_PLANES: tuple[str, ...] = (
     "brain", "abdomen", "femur", "thorax", "spine", "profile", "cervix", "other",
 )
@@ -22,6 +24,16 @@ FETAL_PLANES_DB_TO_COARSE: dict[str, str] = {
     "Other": "other",
 }
 COARSE_TO_FETAL_PLANES_DB = {v: k for k, v in FETAL_PLANES_DB_TO_COARSE.items()}
+
+
+def plane_matrix(labels, coarse_map: dict[str, str]):
+    """fine -> coarse as a (labels x COARSE_PLANES) 0/1 float32 matrix: plane probs = fine probs @ M.
+    Labels the map does not name count as "other". The runtime's smoother and the offline open-set fit
+    both use it, so they sum the same classes."""
+    m = np.zeros((len(labels), len(COARSE_PLANES)), np.float32)
+    for i, label in enumerate(labels):
+        m[i, COARSE_PLANES.index(coarse_map.get(label, "other"))] = 1.0
+    return m
 
 # SonoNet16's 14 classes (order of its output) -> coarse plane.
 SONONET16_LABELS: tuple[str, ...] = (

@@ -24,7 +24,6 @@ from engines.backends import InferenceOutput
 from engines.errors import UserError
 
 from .infer import PlaneClassifier
-from .frames_topic import worker_nice
 from .pipeline import Pipeline, PipelineConfig, RunSummary
 from .publish import Publisher
 
@@ -129,9 +128,7 @@ class MultiStream:
         self.batching = BatchingBackend(self.classifier.backend)
         self.classifier.backend = self.batching
         self.pipelines = [Pipeline(cfg, log=log, classifier=self.classifier) for cfg in cfgs]
-        owner = Publisher(first.publish, first.stream_id, first.send_frames, record_path(first.record, first.stream_id),
-                          frames_fps=first.frames_fps, frames_worker=True, security=first.security(),
-                          frames_nice=worker_nice(first.fast))
+        owner = self.pipelines[0].open_publisher(record=record_path(first.record, first.stream_id))
         self.pipelines[0].publisher = owner
         for p in self.pipelines[1:]:
             p.publisher = Publisher.sharing(owner, p.cfg.stream_id, record_path(p.cfg.record, p.cfg.stream_id),

@@ -193,9 +193,10 @@ class Pipeline:
         self.stop = threading.Event()   # set from another thread to end run() (multistream)
         self.stop_signal: int | None = None     # set by request_stop (SIGINT/SIGTERM/SIGHUP handler)
 
-    def open_publisher(self) -> Publisher:
+    def open_publisher(self, record: str | None = None) -> Publisher:
+        """record: the results file, when not cfg.record (MultiStream gives each stream its own)."""
         cfg = self.cfg
-        return Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, cfg.record,
+        return Publisher(cfg.publish, cfg.stream_id, cfg.send_frames, record or cfg.record,
                          frames_fps=cfg.frames_fps, frames_worker=True, security=cfg.security(),
                          frames_nice=worker_nice(cfg.fast))
 

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.planes import COARSE_PLANES, NO_IMAGE, UNCERTAIN
+from engines.planes import COARSE_PLANES, NO_IMAGE, UNCERTAIN, plane_matrix
 
 
 # Planes an open-set rejection does not contradict: the model's own non-fetal answers.
@@ -103,10 +103,7 @@ class LabelSmoother:
         self.labels = tuple(labels)
         self.config = config
         self.planes = COARSE_PLANES
-        # fine -> coarse as a (labels x planes) 0/1 matrix: plane probs = fine probs @ M.
-        self.to_plane = np.zeros((len(self.labels), len(self.planes)), np.float32)
-        for i, label in enumerate(self.labels):
-            self.to_plane[i, self.planes.index(coarse_map.get(label, "other"))] = 1.0
+        self.to_plane = plane_matrix(self.labels, coarse_map)     # plane probs = fine probs @ to_plane
         self.open_set_keeps = np.array([coarse_map.get(label, "other") in OPEN_SET_KEEPS
                                         for label in self.labels], np.float32)
         self.reset()

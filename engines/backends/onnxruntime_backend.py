@@ -40,6 +40,32 @@ def validate_session(session, info: ModelInfo, model_path) -> None:
                              f"(shape {list(logits.shape)}) but its metadata lists {len(info.labels)} labels")
 
 
+def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1):
+    """The runtime's ONNX Runtime session options; evaluation, open-set fits and ONNX teachers use the
+    same ones, so what they measure is what the runtime runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Capture, preprocessing and publishing share a 2-core box with inference:
+    # oversubscribing the cores halves throughput, so thread counts are explicit.
+    opts.intra_op_num_threads = int(intra_op_threads)
+    opts.inter_op_num_threads = int(inter_op_threads)
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning worker threads burn the core the capture process needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def cpu_session(model: str | Path | bytes, threads: int = 1):
+    """An ONNX Runtime CPU session of a model file (or serialized bytes) with the runtime's options,
+    for offline tools (evaluate, open-set, distillation teachers) that need no metadata checks."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -47,15 +73,7 @@ class OnnxRuntimeBackend:
                  inter_op_threads: int = 1, providers: list[str] | None = None):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        # Capture, preprocessing and publishing share a 2-core box with inference:
-        # oversubscribing the cores halves throughput, so thread counts are explicit.
-        opts.intra_op_num_threads = int(intra_op_threads)
-        opts.inter_op_num_threads = int(inter_op_threads)
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads burn the core the capture process needs.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts = session_options(intra_op_threads, inter_op_threads)
         if providers is None:
             providers = ["CPUExecutionProvider"]
         available = set(ort.get_available_providers())
