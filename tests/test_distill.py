@@ -134,3 +134,48 @@ def test_plane_level_loss_leaves_the_brain_subplane_split_free():
     plane_p = torch.softmax(logits, 1) @ groups
     expected = -((target @ groups) * plane_p.log()).sum(1).mean()
     assert float(soft_cross_entropy(logits, target.expand(4, -1), groups)) == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_fit_applies_the_onnx_teacher_and_the_view_teacher_together(tmp_path):
+    """--teacher-onnx and --teacher sononet16 in one run: both soft losses act in the same fit.
+
+    Hard labels say Abdomen; the ONNX teacher (kd weight 1, so the labels carry no weight) says Femur on the
+    plain images; SonoNet16 says Background (-> Other) on the extra views. Without the KD term the student
+    would follow the labels (Abdomen); without the view term its Other mass would stay near the ONNX
+    teacher's own (~0.07 at T = 2). The tiny student barely tells the two kinds of input apart in 15 steps,
+    so the checks are on probability mass, not on per-input arg-max.
+    """
+    torch = pytest.importorskip("torch")
+    from engines.distill import Distillation
+    from engines.kd import OnnxTeacher
+    from engines.models import create_model
+    from engines.train import fit, predict_logits
+    from tests.test_train_options import _constant_teacher
+
+    rng0 = np.random.default_rng(0)
+    x_small = rng0.integers(0, 255, (16, 40, 40), dtype=np.uint8)          # plain crops, cached for 32x32
+    x_teacher = np.stack([np.tile(np.linspace(0, 250, 331), (258, 1)).astype(np.uint8)] * 16)
+    y = np.full(16, FINE.index("Abdomen"))
+    femur, abdomen, other = FINE.index("Femur"), FINE.index("Abdomen"), FINE.index("Other")
+    onnx_teacher = OnnxTeacher(_constant_teacher(tmp_path / "femur.onnx", favourite=femur, num_classes=len(FINE),
+                                                 size=(32, 32)))
+    torch.manual_seed(0)
+    model = create_model("sepcnn", num_classes=len(FINE), in_chans=1)
+    distill = Distillation(background_teacher(), x_teacher, np.ones(16, bool), FINE, FINE_TO_COARSE, views=8,
+                           weight=1.0)
+    hyper = argparse.Namespace(epochs=15, batch_size=16, lr=1e-2, weight_decay=0.0, warmup_epochs=0.0,
+                               patience=99, label_smoothing=0.0, max_minutes=None, device="cpu", select="last",
+                               kd_weight=1.0, kd_temperature=2.0)
+    out = fit(model, len(FINE), x_small, y, None, None, (32, 32), hyper, np.random.default_rng(1),
+              teacher=onnx_teacher, distill=distill)
+    assert "teacher_loss" in out["history"][-1]
+
+    def mean_probs(x):
+        return torch.softmax(torch.from_numpy(predict_logits(model, x)), 1).numpy().mean(0)
+
+    plain = mean_probs(np.random.default_rng(3).standard_normal((8, 1, 32, 32)).astype(np.float32))
+    assert plain[femur] > 0.05 and plain[femur] > 10 * plain[abdomen]       # the ONNX teacher, not the labels
+    views = mean_probs(distill.extra_batch(np.arange(16), y, (32, 32), np.random.default_rng(2))[0])
+    teacher_other = torch.softmax(torch.from_numpy(onnx_teacher.logits(x_small[:4, :32, :32])) / 2.0, 1)[:, other]
+    assert float(teacher_other.max()) < 0.1 and views[other] > 0.3          # SonoNet16's views -> Other
