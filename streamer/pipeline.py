@@ -365,11 +365,13 @@ class Pipeline:
         return round(score, 2), self.open_set.update(score, self.smoother.top_plane_probability(probs))
 
     def frames_topic_image(self, job) -> tuple[np.ndarray, int]:
-        """On the frames worker: (the colour, redacted image of a classified frame's crop, the
-        crop's width in source pixels). `job` is the (CapturedFrame, CropRect) the loop handed over."""
+        """On the frames worker: (the colour, redacted image of a classified frame's crop at display
+        size, the crop's width in source pixels). `job` is the (CapturedFrame, CropRect) the loop handed over."""
         frame, rect = job
-        # A YUV frame's colour crop is a fresh array: redaction may blank it in place (no copy).
-        return self.outgoing_image(frame.colour(rect), owned=frame.is_yuv), rect.width
+        # Made at display size (detection on a small copy of the planes; streamer/topic_image.py).
+        from .publish import FRAME_MAX_WIDTH
+        from .topic_image import redacted_display
+        return redacted_display(frame, rect, FRAME_MAX_WIDTH, redact=self.cfg.redact), rect.width
 
     def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None, owned: bool = False) -> np.ndarray:
         """The image that may leave the process for this frame: the crop (no header band) with

@@ -99,3 +99,64 @@ def to_bgr_halved(i420: np.ndarray, height: int, width: int, rect, halvings: int
             c = cv2.resize(c, (w2 // 2, h2 // 2), interpolation=cv2.INTER_AREA)
         chroma.append(c)
     return cv2.cvtColor(_pack(small_y[:h2, :w2], *chroma), cv2.COLOR_YUV2BGR_I420)
+
+
+
+def to_bgr_shrunk(i420: np.ndarray, height: int, width: int, rect, factor: int) -> np.ndarray:
+    """BGR of the crop `rect` shrunk by the integer `factor` with area means: (h // f, w // f), the
+    size engines.redact shrinks a BGR crop to (the glyph detector's working copy), made without
+    converting the crop at full size. Y is area-shrunk by `factor`, U and V to half the small size
+    (4:2:0 at the small size, as the full-size crop is 4:2:0), and the small planes are converted.
+    Conversion is affine, so for gray pixels (all of B-mode, white and gray text) this is the
+    full-size conversion shrunk up to rounding; saturated colour edges differ more (chroma at
+    half the small resolution, where the full-size path averages full-size chroma)."""
+    import cv2
+    x0, y0 = max(0, rect.x0), max(0, rect.y0)
+    w, h = min(width, rect.x1) - x0, min(height, rect.y1) - y0
+    ws, hs = w // factor, h // factor
+    if ws < 1 or hs < 1:
+        return np.zeros((max(0, hs), max(0, ws), 3), np.uint8)
+    wc, hc = ws * factor, hs * factor                 # the luma area the small copy covers
+    y, u, v = planes(i420, height, width)
+    y_crop = y[y0:y0 + hc, x0:x0 + wc]
+    small_y = y_crop if factor == 1 else cv2.resize(y_crop, (ws, hs), interpolation=cv2.INTER_AREA)
+    we, he = ws + (ws & 1), hs + (hs & 1)             # I420 needs even sizes: repeat the last pixel
+    if (we, he) != (ws, hs):
+        small_y = cv2.copyMakeBorder(small_y, 0, he - hs, 0, we - ws, cv2.BORDER_REPLICATE)
+    # The chroma samples covering the luma area (one per 2x2 luma block; an odd corner takes the
+    # sample its pixel shares: at most half a sample off, below the small copy's pixel).
+    cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, (x0 + wc + 1) // 2, (y0 + hc + 1) // 2
+    chroma = []
+    for p in (u, v):
+        c = p[cy0:cy1, cx0:cx1]
+        if c.shape != (he // 2, we // 2):
+            c = cv2.resize(c, (we // 2, he // 2), interpolation=cv2.INTER_AREA)
+        chroma.append(c)
+    return cv2.cvtColor(_pack(small_y, *chroma), cv2.COLOR_YUV2BGR_I420)[:hs, :ws]
+
+
+def to_bgr_display(i420: np.ndarray, height: int, width: int, rect, max_width: int) -> np.ndarray:
+    """BGR of the crop `rect` at most `max_width` wide (aspect kept), as a display copy: the planes
+    halved on OpenCV's fast path (sizes cut to a multiple of the halving step first: at most a
+    few pixels off the right and bottom, stretched back by the last resize), converted, then one
+    linear resize to the display size. Crops no wider than `max_width`: to_bgr."""
+    import cv2
+
+    from engines.downscale import halve_times, halvings_to
+    w, h = min(width, rect.x1) - max(0, rect.x0), min(height, rect.y1) - max(0, rect.y0)
+    if w <= max_width:
+        return to_bgr(i420, height, width, rect)
+    dw, dh = max_width, max(1, round(h * max_width / w))
+    n = halvings_to(w, h, max_width)
+    step = 2 ** (n + 1)                               # chroma too must halve n times at even sizes
+    x0, y0, x1, y1 = _even_box(rect, height, width)
+    x1, y1 = x0 + (x1 - x0) // step * step, y0 + (y1 - y0) // step * step
+    if x1 - x0 < step or y1 - y0 < step:
+        return cv2.resize(to_bgr(i420, height, width, rect), (dw, dh), interpolation=cv2.INTER_AREA)
+    y, u, v = planes(i420, height, width)
+    small = [halve_times(y[y0:y1, x0:x1], n)]
+    small += [halve_times(p[y0 // 2:y1 // 2, x0 // 2:x1 // 2], n) for p in (u, v)]
+    bgr = cv2.cvtColor(_pack(*small), cv2.COLOR_YUV2BGR_I420)
+    if bgr.shape[:2] != (dh, dw):
+        bgr = cv2.resize(bgr, (dw, dh), interpolation=cv2.INTER_LINEAR)
+    return bgr

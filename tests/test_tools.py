@@ -1,7 +1,10 @@
 """The bench tools drive the real pipeline: a short end-to-end run of each on a generated sweep."""
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from .conftest import ROOT
 from .test_make_sweep import make_stills
@@ -47,3 +50,31 @@ def test_glass_to_glass_estimate():
     from latency_report import glass_to_glass_ms
     # 30 fps source (33.3 ms) + 40 ms processing -> 3 vsyncs at 60 Hz (50 ms) + 16.7 ms display
     assert abs(glass_to_glass_ms(30, 40.0, 60) - (33.333 + 50.0 + 16.667)) < 0.01
+
+
+@pytest.mark.slow
+def test_soak_runs_two_streams_and_reports_each(tmp_path):
+    """tools/soak.py --streams 2: two looped UDP streams, two `sonoplane run` processes, a series and
+    a verdict per stream (the minutes here are far too few for a pass: only the shape is checked)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
+    out = tmp_path / "soak.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--streams", "2", "--minutes", "0.35",
+                           "--interval", "5", "--json", str(out), "--", "--model", "planes_sepcnn"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode in (0, 1), proc.stderr
+    r = json.loads(out.read_text())
+    assert {row["stream"] for row in r["rows"]} == {0, 1}
+    last = {row["stream"]: row for row in r["rows"]}
+    for s in (0, 1):
+        assert last[s]["results"] > 0 and last[s]["frames"] > 0 and last[s]["main_mb"] > 50 and last[s]["cap_mb"]
+    verdicts = r["verdict"]["streams"]
+    assert len(verdicts) == 2 and all(v["rc"] == 143 for v in verdicts)
+    assert r["verdict"]["pass"] == all(v["pass"] for v in verdicts)
+
+
+def test_soak_refuses_bad_arguments_in_one_line():
+    for bad in (["--streams", "0"], ["--clip", "/no/such/clip.mp4"]):
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), *bad],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
