@@ -68,22 +68,22 @@ def detection_copy(frame, rect, factor: int) -> tuple[np.ndarray, np.ndarray] | 
     full-size path is as cheap). Gray blocks come from the small planes (to_bgr_shrunk: the
     full-size copy up to rounding); blocks with colour are converted at full size and area-shrunk,
     exactly as engines.redact shrinks a BGR crop (thin coloured strokes keep their brightness)."""
-    work = yuv.to_bgr_shrunk(frame.pixels, frame.height, frame.width, rect, factor)
-    gray = brightest(work)
-    hs, ws = gray.shape
-    box = coloured_blocks(frame, rect, factor)
+    box = coloured_blocks(frame, rect, factor)      # first: a mostly coloured crop makes nothing here
+    w, h = min(frame.width, rect.x1) - max(0, rect.x0), min(frame.height, rect.y1) - max(0, rect.y0)
+    ws, hs = w // factor, h // factor
     if box is not None:
-        bx0, by0 = box[0], box[1]
-        bx1, by1 = min(ws, box[2]), min(hs, box[3])
+        bx0, by0, bx1, by1 = box[0], box[1], min(ws, box[2]), min(hs, box[3])
         if (bx1 - bx0) * (by1 - by0) > MOSTLY_COLOUR * ws * hs:
             return None
-        if bx1 > bx0 and by1 > by0:
-            x0, y0 = max(0, rect.x0) + bx0 * factor, max(0, rect.y0) + by0 * factor
-            part = yuv.to_bgr(frame.pixels, frame.height, frame.width,
-                              CropRect(x0, y0, x0 + (bx1 - bx0) * factor, y0 + (by1 - by0) * factor))
-            if factor > 1:
-                part = cv2.resize(part, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_AREA)
-            gray[by0:by1, bx0:bx1] = brightest(part)
+    work = yuv.to_bgr_shrunk(frame.pixels, frame.height, frame.width, rect, factor)
+    gray = brightest(work)
+    if box is not None and bx1 > bx0 and by1 > by0:
+        x0, y0 = max(0, rect.x0) + bx0 * factor, max(0, rect.y0) + by0 * factor
+        part = yuv.to_bgr(frame.pixels, frame.height, frame.width,
+                          CropRect(x0, y0, x0 + (bx1 - bx0) * factor, y0 + (by1 - by0) * factor))
+        if factor > 1:
+            part = cv2.resize(part, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_AREA)
+        gray[by0:by1, bx0:bx1] = brightest(part)
     return gray, work
 
 
@@ -123,7 +123,7 @@ def redacted_display(frame, rect, max_width: int, redact: bool = True) -> np.nda
     (unless redact is False)."""
     display, boxes = display_and_boxes(frame, rect, max_width, redact)
     if boxes:
-        if np.shares_memory(display, frame.pixels):    # a view of a BGR frame: never blank the frame
+        if np.may_share_memory(display, frame.pixels):   # a view of a BGR frame: never blank the frame
             display = display.copy()
         blank_scaled(display, boxes, display.shape[1] / rect.width, display.shape[0] / rect.height)
     return display

@@ -78,3 +78,10 @@ def test_soak_refuses_bad_arguments_in_one_line():
         proc = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), *bad],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_bench_redact_before_tree_must_be_a_checkout():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_redact.py"), "--before-tree", "/no/such/tree"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "bench_redact: no engines/redact.py under /no/such/tree"

@@ -3,6 +3,7 @@ outgoing frames that still carry a patient line, before (no header rule, no reda
 
     python tools/bench_redact.py                  # bundled clip, every 3rd frame
     python tools/bench_redact.py --every 1 --repeat 3
+    python tools/bench_redact.py --before-tree /tmp/before     # session 4's path with the old redaction
 
 The patient line "PATIENT JANE DOE 1985-02-03" is drawn (white) into each frame in three places:
 `above` the image in the screen's top band, on a dark `band` touching the image's top, and `over`
@@ -21,7 +22,7 @@ one (streamer/topic_image.py: detection on a small copy of the planes, boxes bla
 size). At display size a pixel carries the line when any of the line's pixels falls in it.
 Timing rows (CPU of this thread, best of --repeat): redaction of a BGR crop (`after`), and the frames
 worker's preparation of a YUV crop before the JPEG, both ways, at 720p, 1080p and 4K (the clip
-upscaled); the 1080p60 sweep's crops are full frames (--video to time another clip).
+rescaled; crops with sides a multiple of 4, as the runtime tracks them); --video to time another clip.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import engines.crop as crop_module  # noqa: E402
 from engines.downscale import downscale_to_width  # noqa: E402
 from engines.redact import redact_text  # noqa: E402
 from streamer.capture import LAYOUT_I420, CapturedFrame  # noqa: E402
+from streamer.croptrack import snap_size  # noqa: E402
 from streamer.topic_image import display_and_boxes, redacted_display  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "streamer" / "assets" / "sample_scan.mp4"
@@ -100,10 +102,27 @@ def carries_display(outgoing: np.ndarray, reference: np.ndarray, rect, mask: np.
     return visible.sum() > VISIBLE_SHARE * total
 
 
+# The redaction the `topic-s4` path and the `live` rows use: this checkout's, or --before-tree's.
+s4_redact_text = redact_text
+
+
+def load_before_redaction(tree: str):
+    """engines/redact.py of another checkout (e.g. a worktree of the commit before a change)."""
+    import importlib.util
+    path = Path(tree) / "engines" / "redact.py"
+    if not path.is_file():
+        raise SystemExit(f"bench_redact: no engines/redact.py under {tree}")
+    spec = importlib.util.spec_from_file_location("redact_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["redact_before"] = module        # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.redact_text
+
+
 def topic_s4(frame: CapturedFrame, rect, redact: bool = True) -> np.ndarray:
     """The frames topic's image up to session 4: colour crop, full-size redaction, downscale."""
     crop = frame.colour(rect)
-    return downscale_to_width(redact_text(crop, in_place=True)[0] if redact else crop, 640, cv2.INTER_LINEAR)
+    return downscale_to_width(s4_redact_text(crop, in_place=True)[0] if redact else crop, 640, cv2.INTER_LINEAR)
 
 
 def topic_now(frame: CapturedFrame, rect, redact: bool = True) -> np.ndarray:
@@ -119,7 +138,7 @@ def topic_now_unblanked(frame: CapturedFrame, rect) -> np.ndarray:
 def live_full_size(frame: CapturedFrame, rect) -> np.ndarray:
     """The frames worker's preparation: colour crop, redaction (in place: the crop is fresh), then
     the topic's downscale (Pipeline.frames_topic_image + Publisher._send_frame before the JPEG)."""
-    return downscale_to_width(redact_text(frame.colour(rect), in_place=True)[0], 640, cv2.INTER_LINEAR)
+    return downscale_to_width(s4_redact_text(frame.colour(rect), in_place=True)[0], 640, cv2.INTER_LINEAR)
 
 
 def main() -> int:
@@ -127,7 +146,13 @@ def main() -> int:
     ap.add_argument("--video", default=str(CLIP))
     ap.add_argument("--every", type=int, default=3, help="use every Nth frame")
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats per frame (min taken)")
+    ap.add_argument("--before-tree", metavar="DIR",
+                    help="take `topic-s4` and the `live` rows' redaction from DIR/engines/redact.py (a checkout "
+                         "of the commit before a change): before and after in one run")
     args = ap.parse_args()
+    global s4_redact_text
+    if args.before_tree:
+        s4_redact_text = load_before_redaction(args.before_tree)
     import av
 
     frames = []
@@ -187,9 +212,11 @@ def main() -> int:
 
     for frame in frames[:: max(1, len(frames) // 60)]:
         rect = detect_ultrasound_region(frame) or crop_module.CropRect.full(frame)
-        for key, scale in (("720p", 1), ("1080p", 1.5), ("2160p", 3)):
-            img = frame if scale == 1 else cv2.resize(frame, (int(1280 * scale), int(720 * scale)))
-            r = crop_module.CropRect(*(int(v * scale) for v in rect.as_list()))
+        for key, width in (("720p", 1280), ("1080p", 1920), ("2160p", 3840)):
+            scale = width / frame.shape[1]
+            img = frame if scale == 1 else cv2.resize(frame, (width, width * 9 // 16))
+            # The crop as the runtime tracks it: sides a multiple of 4 (streamer/croptrack.py).
+            r = snap_size(crop_module.CropRect(*(int(v * scale) for v in rect.as_list())))
             if key != "2160p":
                 roi = np.ascontiguousarray(r.apply(img))
                 times[key].append(best_ms(lambda: redact_text(roi)))
@@ -197,7 +224,8 @@ def main() -> int:
             times[f"{key} live"].append(best_ms(lambda: live_full_size(yuv_frame, r)))
             times[f"{key} topic"].append(best_ms(lambda: topic_now(yuv_frame, r)))
     n = len(frames)
-    print(f"frames: {n} of {args.video} (every {args.every})")
+    print(f"frames: {n} of {args.video} (every {args.every}); topic-s4 and live rows: engines/redact.py of "
+          f"{args.before_tree or 'this checkout'}")
     print("share of outgoing frames carrying the text (before = no header rule, no redaction; after = "
           "redaction of the BGR crop; live = of the colour crop of a YUV frame; topic-s4 / topic = the frames "
           "topic's published image, session 4's path / now):")

@@ -198,6 +198,11 @@ def main() -> int:
                           f"{st.run.stderr.read()[-500:]}", file=sys.stderr)
                     running = False
                     break
+                if st.sender.poll() is not None:   # e.g. an unreadable clip: nothing would arrive
+                    print(f"soak: stream {st.index}: ffmpeg sender exited with {st.sender.returncode}",
+                          file=sys.stderr)
+                    running = False
+                    break
                 row = st.sample(t_min)
                 if row is None:
                     continue
