@@ -80,8 +80,9 @@ def test_soak_refuses_bad_arguments_in_one_line():
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
-def test_bench_redact_before_tree_must_be_a_checkout():
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_redact.py"), "--before-tree", "/no/such/tree"],
+@pytest.mark.parametrize("tool", ["bench_redact", "compare_redaction"])
+def test_redaction_tools_before_tree_must_be_a_checkout(tool):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / f"{tool}.py"), "--before-tree", "/no/such/tree"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "bench_redact: no engines/redact.py under /no/such/tree"
+    assert proc.stderr.strip() == f"{tool}: no engines/redact.py under /no/such/tree"
