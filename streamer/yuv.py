@@ -138,8 +138,8 @@ def to_bgr_shrunk(i420: np.ndarray, height: int, width: int, rect, factor: int) 
 def to_bgr_display(i420: np.ndarray, height: int, width: int, rect, max_width: int) -> np.ndarray:
     """BGR of the crop `rect` at most `max_width` wide (aspect kept), as a display copy: the planes
     halved on OpenCV's fast path (sizes cut to a multiple of the halving step first: at most a
-    few pixels off the right and bottom, stretched back by the last resize), converted, then one
-    linear resize to the display size. Crops no wider than `max_width`: to_bgr."""
+    few pixels off the right and bottom, stretched back by the last resize), resized linearly to
+    the display size, then converted. Crops no wider than `max_width`: to_bgr."""
     import cv2
 
     from engines.downscale import halve_times, halvings_to
@@ -154,9 +154,9 @@ def to_bgr_display(i420: np.ndarray, height: int, width: int, rect, max_width: i
     if x1 - x0 < step or y1 - y0 < step:
         return cv2.resize(to_bgr(i420, height, width, rect), (dw, dh), interpolation=cv2.INTER_AREA)
     y, u, v = planes(i420, height, width)
-    small = [halve_times(y[y0:y1, x0:x1], n)]
-    small += [halve_times(p[y0 // 2:y1 // 2, x0 // 2:x1 // 2], n) for p in (u, v)]
-    bgr = cv2.cvtColor(_pack(*small), cv2.COLOR_YUV2BGR_I420)
-    if bgr.shape[:2] != (dh, dw):
-        bgr = cv2.resize(bgr, (dw, dh), interpolation=cv2.INTER_LINEAR)
-    return bgr
+    # The last, linear step on the planes (1.5 bytes a pixel, not 3), to an even size, then convert.
+    ew, eh = dw + (dw & 1), dh + (dh & 1)
+    small = [cv2.resize(halve_times(y[y0:y1, x0:x1], n), (ew, eh), interpolation=cv2.INTER_LINEAR)]
+    small += [cv2.resize(halve_times(p[y0 // 2:y1 // 2, x0 // 2:x1 // 2], n), (ew // 2, eh // 2),
+                         interpolation=cv2.INTER_LINEAR) for p in (u, v)]
+    return cv2.cvtColor(_pack(*small), cv2.COLOR_YUV2BGR_I420)[:dh, :dw]

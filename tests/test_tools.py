@@ -86,3 +86,15 @@ def test_redaction_tools_before_tree_must_be_a_checkout(tool):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"{tool}: no engines/redact.py under /no/such/tree"
+
+
+def test_profile_frames_topic_times_both_paths_on_a_clip():
+    from .conftest import SAMPLE_CLIP
+    tool = str(ROOT / "tools" / "profile_frames_topic.py")
+    proc = subprocess.run([sys.executable, tool, str(SAMPLE_CLIP), "--every", "100", "--max-frames", "2", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "session 4: colour conversion of the whole crop" in proc.stdout and "now: JPEG" in proc.stdout
+    assert "total per sent frame: session 4's path" in proc.stdout
+    bad = subprocess.run([sys.executable, tool, "/no/such/video.mp4"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "profile_frames_topic: no such video: /no/such/video.mp4"
