@@ -3,8 +3,9 @@
 Scanners burn the patient's name, ID, dates and settings into their video output. The auto crop
 keeps the header band out (`engines.crop`), but text also sits inside the imaging area (settings
 beside the sector, annotations, a name drawn over the image on some UIs). Anything published
-(frames topic, overlays, MP4, exam captures) goes through `redact_text` first; the classifier keeps
-seeing the unredacted crop.
+goes through this detector first: exam captures through `redact_text`, the frames topic (overlays,
+MP4) through streamer.topic_image, which feeds `find_text_boxes_small` a working copy made from the
+YUV planes and blanks the boxes at display size; the classifier keeps seeing the unredacted crop.
 
 How (no text model: none ships with the packages here): on a downscaled copy of the brightest
 channel, a white top-hat keeps thin bright strokes (narrower than the kernel: glyph strokes, not
