@@ -11,10 +11,18 @@ Detected regions are cut to a width and height that are multiples of 4 (snap_siz
 odd-sized crop takes OpenCV's slow path (~16 ms instead of ~0.6 ms for a 1080p crop here).
 On the YUV path (streamer/yuv.py) the frame is a Y plane; the caller then passes `detect_image`,
 which makes the small colour copy detection needs (it tells coloured UI from gray B-mode).
+
+File sources pass the frame's media time: re-detection then runs on a fixed grid of media time and
+its verdict is taken on the very next frame (waiting for it if the worker is late), so a file gets
+the same crops, and so the same labels, at native rate and with --fast, whatever the thread timing
+and even when native replay skips a frame between two grid lines (issue 9: same labels at any
+replay speed). Live sources keep the frame count and never wait.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
 import numpy as np
@@ -31,6 +39,12 @@ def detect_on_downscaled(frame: np.ndarray) -> CropRect | None:
 
 
 SIZE_MULTIPLE = 4
+# Media-time re-detection period per `redetect_every` frame: every 15 frames of a 30 fps video, as
+# the frame count does live.
+MEDIA_FRAME_S = 1 / 30
+# A media-time verdict is waited for at most this long (a few ms is typical); later, it is dropped
+# and the region kept, as for a blank frame.
+VERDICT_WAIT_S = 5.0
 
 
 def snap_size(rect: CropRect, multiple: int = SIZE_MULTIPLE) -> CropRect:
@@ -59,11 +73,14 @@ class BackgroundCropTracker(CropTracker):
         super().__init__(preset, redetect_every, accept_after, min_change_iou)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crop-redetect")
         self._pending: tuple[Future, tuple] | None = None
+        self._media_slot: int | None = None      # the media-time grid cell of the last detection
 
-    def update(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray] | None = None) -> CropRect:
+    def update(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray] | None = None,
+               t_media: float | None = None) -> CropRect:
         """frame: the full frame (its shape sets the region's coordinates). detect_image(min_width):
         a fresh BGR copy of the frame at least min_width wide, for detection (default: `frame`
-        halved); the pipeline's YUV frames make it from their planes."""
+        halved); the pipeline's YUV frames make it from their planes. t_media: the frame's media
+        time for file sources (None live): re-detect on a media-time grid, verdict on the next frame."""
         preset = PRESETS.get(self.preset)
         if self.preset == "none" or (preset is not None and
                                      (frame.shape[1], frame.shape[0]) == (preset.frame_width, preset.frame_height)):
@@ -76,24 +93,38 @@ class BackgroundCropTracker(CropTracker):
         if detect_image is None:                 # BGR frames: the frame itself, halved
             def detect_image(min_width: int) -> np.ndarray:
                 return halve_times(frame, halvings_to(w, h, min_width))
+        slot = None if t_media is None else math.floor(t_media / (self.redetect_every * MEDIA_FRAME_S))
         if self.rect is None:                    # nothing yet (start, or blank so far): detect now
             self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), w, h)
             self._frames_since_detect = 0
+            self._media_slot = slot
             self.redetections += 1
             return self.rect or CropRect.full(frame)
-        if self._pending is not None and self._pending[0].done():
+        if self._pending is not None and (slot is not None or self._pending[0].done()):
             future, shape = self._pending
             self._pending = None
             if shape == frame.shape:
-                self._consider(future.result())
-        self._frames_since_detect += 1
-        if self._frames_since_detect >= self.redetect_every and self._pending is None:
+                self._consider(self._verdict(future))
+        if slot is None:
+            self._frames_since_detect += 1
+            due = self._frames_since_detect >= self.redetect_every
+        else:                                    # a new grid cell (time going backwards counts too)
+            due = slot != self._media_slot
+        if due and self._pending is None:
             self._frames_since_detect = 0
+            self._media_slot = slot
             small = detect_image(2 * DETECT_WIDTH)
             if small is frame:
                 small = frame.copy()             # the worker must own what it reads
             self._pending = (self._pool.submit(_detect_scaled, small, w, h), frame.shape)
         return self.rect
+
+    @staticmethod
+    def _verdict(future: Future) -> CropRect | None:
+        try:
+            return future.result(timeout=VERDICT_WAIT_S)
+        except FutureTimeout:
+            return None
 
     def wait(self, timeout_s: float = 5.0) -> None:
         """Block until a re-detection in flight is done (tests; the pipeline never waits)."""

@@ -281,7 +281,8 @@ class Pipeline:
         t_cap = frame.t_capture_mono
         t_media = smoothing_clock(self.source_is_file, frame.pts_s, t_cap)
         image = frame.luma          # the Y plane of YUV video, else the BGR frame
-        rect = self.crop.update(image, frame.detect_image if frame.is_yuv else None)
+        rect = self.crop.update(image, frame.detect_image if frame.is_yuv else None,
+                                t_media if self.source_is_file and frame.pts_s is not None else None)
         roi = rect.apply(image)
         # The model's own area halvings, done once: blank/frozen detection and preprocessing both
         # start from this copy (identical model input: engines/preprocess.py halvings()).

@@ -111,6 +111,43 @@ def test_background_tracker_accepts_a_moved_region_after_two_sightings_off_the_h
         bg.close()
 
 
+def _crops(frame_ids, t_media: bool, wait: bool) -> dict[int, CropRect]:
+    """Crops of a 60-frame, 30 fps clip whose region moves at frame 30, fed frames `frame_ids`."""
+    before, after = scanner_screen(region=(200, 120, 1000, 690)), scanner_screen(region=(300, 150, 900, 690))
+    bg = BackgroundCropTracker("auto", redetect_every=15, accept_after=2)
+    out = {}
+    try:
+        for i in frame_ids:
+            out[i] = bg.update(before if i < 30 else after, t_media=i / 30 if t_media else None)
+            if wait:
+                bg.wait()
+    finally:
+        bg.close()
+    return out
+
+
+def test_file_crops_do_not_depend_on_skipped_frames_or_worker_timing(monkeypatch):
+    every = list(range(60))
+    one_skipped = [0] + list(range(2, 60))     # native replay dropped frame 1 under load
+    # Live (frame count): a skipped frame shifts every later re-detection by a frame.
+    live_all, live_skip = _crops(every, False, True), _crops(one_skipped, False, True)
+    assert any(live_all[i] != live_skip[i] for i in one_skipped)
+    # Files (media time): re-detection on a fixed media-time grid, verdict on the next frame.
+    file_all = _crops(every, True, False)
+    assert file_all[59] != file_all[0]                          # the move was taken: a real test
+    file_skip = _crops(one_skipped, True, False)
+    assert all(file_all[i] == file_skip[i] for i in one_skipped)
+    # ... even when the worker is slower than the frames arrive (no wait() here).
+    import streamer.croptrack as ct
+    detect = ct._detect_scaled
+
+    def slow_detect(*args):
+        time.sleep(0.05)
+        return detect(*args)
+    monkeypatch.setattr(ct, "_detect_scaled", slow_detect)
+    assert _crops(every, True, False) == file_all
+
+
 def test_background_tracker_presets_and_none_need_no_detection():
     bg = BackgroundCropTracker("none")
     frame = scanner_screen()
