@@ -106,17 +106,18 @@ def carries_display(outgoing: np.ndarray, reference: np.ndarray, rect, mask: np.
 s4_redact_text = redact_text
 
 
-def load_before_redaction(tree: str):
-    """engines/redact.py of another checkout (e.g. a worktree of the commit before a change)."""
+def load_redaction_module(tree: str, tool: str = "bench_redact"):
+    """The engines/redact.py module of another checkout (e.g. a worktree of the commit before a change);
+    a missing file ends `tool` with one line."""
     import importlib.util
     path = Path(tree) / "engines" / "redact.py"
     if not path.is_file():
-        raise SystemExit(f"bench_redact: no engines/redact.py under {tree}")
+        raise SystemExit(f"{tool}: no engines/redact.py under {tree}")
     spec = importlib.util.spec_from_file_location("redact_before", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["redact_before"] = module        # dataclasses look their module up
     spec.loader.exec_module(module)
-    return module.redact_text
+    return module
 
 
 def topic_s4(frame: CapturedFrame, rect, redact: bool = True) -> np.ndarray:
@@ -152,7 +153,7 @@ def main() -> int:
     args = ap.parse_args()
     global s4_redact_text
     if args.before_tree:
-        s4_redact_text = load_before_redaction(args.before_tree)
+        s4_redact_text = load_redaction_module(args.before_tree).redact_text
     import av
 
     frames = []

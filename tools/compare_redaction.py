@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -26,22 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_redact import CLIP, as_yuv_frame, draw_case  # noqa: E402
+from bench_redact import CLIP, as_yuv_frame, draw_case, load_redaction_module  # noqa: E402
 from engines import redact  # noqa: E402
 from engines.crop import CropRect, detect_ultrasound_region  # noqa: E402
 from streamer.croptrack import snap_size  # noqa: E402
 from streamer.topic_image import display_and_boxes  # noqa: E402
-
-
-def load_redaction(tree: str):
-    path = Path(tree) / "engines" / "redact.py"
-    if not path.is_file():
-        raise SystemExit(f"compare_redaction: no engines/redact.py under {tree}")
-    spec = importlib.util.spec_from_file_location("redact_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["redact_before"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def key(boxes) -> list[tuple[int, int, int, int]]:
@@ -85,7 +73,7 @@ def main() -> int:
     ap.add_argument("--sweep", default="/tmp/exam_sweeps/val_1080p60.mp4", help="a second clip (skipped if missing)")
     ap.add_argument("--synthetic", type=int, default=200)
     args = ap.parse_args()
-    before = load_redaction(args.before_tree)
+    before = load_redaction_module(args.before_tree, "compare_redaction")
     clips = [(str(CLIP), 9)] + ([(args.sweep, 151)] if Path(args.sweep).is_file() else [])
 
     # 1. The detector, before vs now, on BGR images.
