@@ -30,10 +30,11 @@ from .frames_topic import worker_nice
 from .image_state import ImageStateDetector
 from .infer import PlaneClassifier, open_model
 from engines.preprocess import Preprocessor
-from .publish import DEFAULT_ADDRESS, Publisher
+from .publish import DEFAULT_ADDRESS, FRAME_MAX_WIDTH, Publisher
 from .runstats import LatencyHistogram
 from .smoothing import LabelSmoother, OpenSetGate, SmoothingConfig, smoothing_clock
 from .subplanes import SubplaneStage
+from .topic_image import redacted_display
 
 STATUS_EVERY_S = 1.0
 STALL_AFTER_S = 1.0     # a live source with no frame for this long is reported `stalled`
@@ -370,8 +371,6 @@ class Pipeline:
         size, the crop's width in source pixels). `job` is the (CapturedFrame, CropRect) the loop handed over."""
         frame, rect = job
         # Made at display size (detection on a small copy of the planes; streamer/topic_image.py).
-        from .publish import FRAME_MAX_WIDTH
-        from .topic_image import redacted_display
         return redacted_display(frame, rect, FRAME_MAX_WIDTH, redact=self.cfg.redact), rect.width
 
     def outgoing_image(self, roi: np.ndarray, frame_index: int | None = None, owned: bool = False) -> np.ndarray:

@@ -101,7 +101,6 @@ def to_bgr_halved(i420: np.ndarray, height: int, width: int, rect, halvings: int
     return cv2.cvtColor(_pack(small_y[:h2, :w2], *chroma), cv2.COLOR_YUV2BGR_I420)
 
 
-
 def to_bgr_shrunk(i420: np.ndarray, height: int, width: int, rect, factor: int) -> np.ndarray:
     """BGR of the crop `rect` shrunk by the integer `factor` with area means: (h // f, w // f), the
     size engines.redact shrinks a BGR crop to (the glyph detector's working copy), made without
