@@ -134,6 +134,8 @@ class CaptureOptions:
     reconnect: bool = True    # live sources only
     max_frames: int | None = None
     yuv420: bool = True       # hand YUV 4:2:0 video over as planes (no BGR conversion); False: BGR always
+    decode_threads: str | None = None     # PyAV decoder threading, TYPE[:N] (sources.parse_decode_threads)
+    cpus: tuple[int, ...] | None = None   # pin this process and its threads (streamer/affinity.py)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -184,6 +186,9 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
     _die_with_parent(parent_pid)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)      # the parent handles these and stops us
+    if opts.cpus:   # before the source opens: FFmpeg's decoder threads inherit the mask
+        from .affinity import pin_process
+        pin_process(opts.cpus)
     from .sources import open_source
 
     ctl = _Control(control, parent_pid)
@@ -212,7 +217,7 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
             try:
                 src = open_source(opts.source, pix_fmt=opts.pix_fmt, size=opts.size,
                                   open_timeout_s=opts.open_timeout_s, read_timeout_s=opts.read_timeout_s,
-                                  yuv420=opts.yuv420)
+                                  yuv420=opts.yuv420, decode_threads=opts.decode_threads)
             except SourceError as exc:
                 live = _is_live(opts.source)
                 waited = time.monotonic() - t_start

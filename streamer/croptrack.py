@@ -69,9 +69,11 @@ def _detect_scaled(small: np.ndarray, w: int, h: int) -> CropRect | None:
 
 class BackgroundCropTracker(CropTracker):
     def __init__(self, preset: str | None = "auto", redetect_every: int = 15, accept_after: int = 2,
-                 min_change_iou: float = 0.9):
+                 min_change_iou: float = 0.9, cpus: tuple[int, ...] | None = None):
         super().__init__(preset, redetect_every, accept_after, min_change_iou)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crop-redetect")
+        from .affinity import pin_thread   # cpus: sonoplane run --cpu-affinity workers=...
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crop-redetect",
+                                        initializer=pin_thread, initargs=(cpus,))
         self._pending: tuple[Future, tuple] | None = None
         self._media_slot: int | None = None      # the media-time grid cell of the last detection
 

@@ -34,6 +34,7 @@ class FramesWorker:
         self.send = send
         self.nice = nice
         self.native_id: int | None = None   # the worker thread's id, once it runs
+        self.cpus: tuple[int, ...] | None = None   # pin(): the CPUs this thread may run on
         # Applied on the worker before sending: prepare(handed-over object) -> (image to send, width
         # in source pixels of the crop it shows). The pipeline's colour conversion and redaction of
         # burned-in text (ms per 1080p crop) belong here, not on the per-frame path.
@@ -74,9 +75,19 @@ class FramesWorker:
         except OSError:
             pass                       # not allowed here: run at the loop's priority
 
+    def pin(self, cpus: tuple[int, ...] | None) -> None:
+        """Run this worker on `cpus` only (sonoplane run --cpu-affinity, streamer/affinity.py)."""
+        from .affinity import pin_thread
+        self.cpus = cpus            # written before native_id is read, _run the other way round:
+        if self.native_id is not None:   # whichever runs second pins the thread
+            pin_thread(cpus, self.native_id)
+
     def _run(self) -> None:
         self._lower_priority()
         self.native_id = threading.get_native_id()
+        if self.cpus:
+            from .affinity import pin_thread
+            pin_thread(self.cpus)
         while True:
             with self._cond:
                 while self._pending is None and not self._stop:

@@ -23,6 +23,7 @@ from engines.zoo import DEFAULT_ANOMALY_MODEL
 
 from .capture import CaptureOptions, CaptureProcess
 from engines.downscale import halve_times
+from .affinity import Affinity, parse_affinity, pin_process, pin_thread, process_threads
 from .croptrack import BackgroundCropTracker
 from engines.errors import SourceError, UserError
 from .exam.heatmap import small_cam
@@ -48,6 +49,9 @@ class PipelineConfig:
     model: str | None = None
     anomaly_model: str | None = "default"    # "default" (shipped, if any), "none", name or path
     subplane_model: str | None = None        # a second plane model for brain sub-planes (streamer/subplanes.py)
+    subplane_every_s: float = 0.0            # run it once per this much clock time (0: every brain frame)
+    cpu_affinity: str | None = None          # pin capture / loop / model / workers (streamer/affinity.py)
+    decode_threads: str | None = None        # PyAV decoder threading TYPE[:N] (streamer/sources.py)
     backend: str = "onnxruntime"
     threads: int = 1
     publish: str = DEFAULT_ADDRESS
@@ -165,6 +169,12 @@ class Pipeline:
     def __init__(self, cfg: PipelineConfig, log=print, classifier: PlaneClassifier | None = None):
         self.cfg = cfg
         self.log = log
+        # --cpu-affinity: this process's threads go to the loop's CPUs before the models load (their
+        # intra-op threads inherit the mask); ONNX Runtime's extra threads may then move to `model`.
+        self.affinity = parse_affinity(cfg.cpu_affinity)
+        aff = self.affinity or Affinity()
+        pin_process(aff.loop)
+        threads_before = process_threads()
         # Several streams may share one classifier (streamer/multistream.py: one model session).
         self.classifier = classifier or PlaneClassifier(cfg.model, backend=cfg.backend, threads=cfg.threads)
         info = self.classifier.info
@@ -172,11 +182,15 @@ class Pipeline:
             raise UserError(f"{info.path}: not a plane model (task {info.task!r})")
         anomaly = _resolve_anomaly(cfg)
         self.anomaly = AnomalyStage(anomaly, cfg.backend, cfg.threads) if anomaly else None
-        self.subplanes = (SubplaneStage(cfg.subplane_model, info, cfg.backend, cfg.threads)
+        self.subplanes = (SubplaneStage(cfg.subplane_model, info, cfg.backend, cfg.threads,
+                                        every_s=cfg.subplane_every_s, cpus=aff.worker_cpus)
                           if cfg.subplane_model not in (None, "none") else None)
+        if aff.model:
+            for tid in process_threads() - threads_before:   # the sessions' intra-op pools
+                pin_thread(aff.model, tid)
         self._stable_plane: str | None = None    # the last frame's smoothed plane (sub-plane stage)
         # Periodic crop re-detection runs on a worker thread, off the per-frame path.
-        self.crop = BackgroundCropTracker(cfg.crop or info.crop_preset or "auto")
+        self.crop = BackgroundCropTracker(cfg.crop or info.crop_preset or "auto", cpus=aff.worker_cpus)
         # One input tensor, filled in place each frame.
         self._input = np.empty((1, info.channels, info.height, info.width), np.float32)
         self.image_state = ImageStateDetector()
@@ -213,11 +227,15 @@ class Pipeline:
             self.publisher = self.open_publisher()
         if self.publisher.frames is not None and self.exam is None:
             self.publisher.frames.prepare = self.frames_topic_image   # colour + redaction on the worker
+        if self.publisher.frames is not None and self.affinity is not None:
+            self.publisher.frames.pin(self.affinity.worker_cpus)
         if self.exam is not None:
             self.exam.attach(self.publisher)   # sees exactly the results and images that go out
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
-                              max_frames=cfg.max_frames, open_deadline_s=cfg.open_deadline_s)
+                              max_frames=cfg.max_frames, open_deadline_s=cfg.open_deadline_s,
+                              decode_threads=cfg.decode_threads,
+                              cpus=self.affinity.capture if self.affinity else None)
         t_start, cpu_start = time.monotonic(), _cpu_seconds()
         recent: list[float] = []
         last_status = last_frame = time.monotonic()
@@ -259,6 +277,8 @@ class Pipeline:
                 self.exam.publish_final()
             self.publisher.close()
             self.crop.close()
+            if self.subplanes is not None:
+                self.subplanes.close()
         return summary
 
     def _status(self, cap: CaptureProcess, state: str, message: str, summary: RunSummary,
@@ -299,7 +319,10 @@ class Pipeline:
             cam = out.cam[0] if out.cam is not None else None
             from .infer import softmax_with_temperature
             probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
-            if self.subplanes is not None and self._stable_plane == "brain":
+            if self.subplanes is not None and self.subplanes.every_s > 0:   # on a cadence, off this path
+                probs = self.subplanes.step(probs, self._stable_plane == "brain", roi, half, halvings,
+                                            frame.luma_range, t_media, wait=self.source_is_file)
+            elif self.subplanes is not None and self._stable_plane == "brain":
                 probs = self.subplanes.refine(probs, roi, half, halvings, frame.luma_range)
             t_inf = time.monotonic()
         else:

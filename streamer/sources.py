@@ -24,6 +24,26 @@ from engines.errors import SourceError
 
 MAX_CONSECUTIVE_ERRORS = 500   # damaged packets in a row (about 15 s of 30 fps video) before giving up
 NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "srt", "tcp", "http", "https", "rtmp")
+DECODE_THREAD_TYPES = ("auto", "frame", "slice", "none")
+
+
+def parse_decode_threads(text: str | None) -> tuple[str, int]:
+    """`sonoplane run --decode-threads TYPE[:N]` -> (PyAV thread_type, thread_count; 0 = FFmpeg's own
+    choice). FRAME threading decodes N frames at once: more throughput, N-1 frames of decoder delay
+    before the capture stamps a frame; SLICE splits one frame (only as far as the encoder made slices);
+    AUTO lets FFmpeg pick (frame where it can). Bad input: SourceError (one line)."""
+    if text is None or not text.strip():
+        return "AUTO", 0
+    kind, _, count = text.strip().lower().partition(":")
+    if kind not in DECODE_THREAD_TYPES:
+        raise SourceError(f"--decode-threads {text}: choose {', '.join(DECODE_THREAD_TYPES)}, optionally :N")
+    try:
+        n = int(count) if count else 0
+    except ValueError:
+        n = -1
+    if n < 0 or n > 64:
+        raise SourceError(f"--decode-threads {text}: the thread count must be 0 (FFmpeg's choice) to 64")
+    return kind.upper(), n
 
 
 @dataclass
@@ -76,7 +96,8 @@ class PyAVSource:
     """Files, network streams and V4L2 devices through PyAV/FFmpeg."""
 
     def __init__(self, spec: str, kind: str, pix_fmt: str | None = None, size: str | None = None,
-                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False):
+                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False,
+                 decode_threads: str | None = None):
         import av
 
         self.spec, self.kind = spec, kind
@@ -122,7 +143,10 @@ class PyAVSource:
             self.container.close()
             raise SourceError(f"{spec}: no video stream in it")
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        thread_type, thread_count = parse_decode_threads(decode_threads)
+        self.stream.thread_type = thread_type
+        if thread_count:
+            self.stream.codec_context.thread_count = thread_count
         ctx = self.stream.codec_context
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.info = SourceInfo(url=spec, kind=kind, width=ctx.width or 0, height=ctx.height or 0,
@@ -248,14 +272,15 @@ def _yuv420_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
 
 
 def open_source(spec: str, pix_fmt: str | None = None, size: str | None = None,
-                open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False):
+                open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False,
+                decode_threads: str | None = None):
     """yuv420: yield the decoder's YUV 4:2:0 planes where a frame has them (the capture process);
-    the OpenCV camera source is always BGR."""
+    the OpenCV camera source is always BGR. decode_threads: parse_decode_threads (PyAV sources)."""
     kind = classify_spec(str(spec))
     if kind == "camera":
         return OpenCVSource(spec, size=size)
     return PyAVSource(spec, kind, pix_fmt=pix_fmt, size=size, open_timeout_s=open_timeout_s,
-                      read_timeout_s=read_timeout_s, yuv420=yuv420)
+                      read_timeout_s=read_timeout_s, yuv420=yuv420, decode_threads=decode_threads)
 
 
 def _reason(exc: BaseException) -> str:

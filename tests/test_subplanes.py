@@ -121,3 +121,76 @@ def test_evaluate_with_a_subplane_model_changes_only_the_brain_split(tmp_path):
     # own split up to the few images the two models disagree are brain at all.
     assert sub["pair"] > sub["alone"] and abs(sub["pair"] - sub["reference"]) <= 0.03, sub
     assert "second model, `planes_lite0`" in (tmp_path / "pair" / "README.md").read_text()
+
+
+def _stage_and_probs(every_s=0.25):
+    from streamer.infer import PlaneClassifier
+    from streamer.subplanes import SubplaneStage
+    roi = cv2.cvtColor(cv2.imread(str(FIXTURES / "sononet" / "BRAIN-TV.jpg")), cv2.COLOR_BGR2GRAY)
+    primary = PlaneClassifier("planes_lite0_128")
+    stage = SubplaneStage("planes_lite0", primary.info, "onnxruntime", 1, every_s=every_s)
+    return stage, roi, primary.predict(roi).probs
+
+
+def test_cadence_runs_the_refiner_once_per_cell_and_holds_its_split_from_a_fixed_media_delay():
+    """--subplane-every 0.25 on a file at 30 fps: one refiner call per 0.25 s cell while brain, its split
+    applied from the first frame >= 0.1 s (APPLY_AFTER_S) after its input, the same split as the
+    every-frame path gives on that input; nothing held across a non-brain frame."""
+    from streamer.subplanes import APPLY_AFTER_S
+    stage, roi, p = _stage_and_probs()
+    every_frame = stage.refine(p, roi, roi, 0)
+    stage.runs = 0
+    try:
+        shown = []
+        for k in range(16):                          # t = 0 .. 0.5 s at 30 fps
+            shown.append(stage.step(p, True, roi, roi, 0, None, k / 30, wait=True))
+        assert stage.runs == 3                       # cells [0, .25), [.25, .5), [.5, .75): inputs at k=0, 8, 15
+        first = [k for k in range(16) if not np.array_equal(shown[k], p)][0]
+        assert first == round(APPLY_AFTER_S * 30)    # k=3: nothing before the verdict is due
+        np.testing.assert_allclose(shown[first], every_frame, atol=1e-6)
+        assert all(np.allclose(s, every_frame, atol=1e-6) for s in shown[first:])
+        # Not brain: the split is dropped; the next brain frame starts over (a new input, no split yet).
+        assert stage.step(p, False, roi, roi, 0, None, 0.6, wait=True) is p
+        np.testing.assert_array_equal(stage.step(p, True, roi, roi, 0, None, 0.62, wait=True), p)
+        assert stage.runs == 4
+        # Time going backwards (a file restarted) voids the verdict in flight instead of waiting for it.
+        np.testing.assert_array_equal(stage.step(p, True, roi, roi, 0, None, 0.0, wait=True), p)
+    finally:
+        stage.close()
+
+
+def test_live_cadence_takes_a_verdict_when_it_is_ready_and_never_waits():
+    stage, roi, p = _stage_and_probs(every_s=1.0)
+    try:
+        np.testing.assert_array_equal(stage.step(p, True, roi, roi, 0, None, 100.0, wait=False), p)
+        stage._pending[0].result(timeout=30)          # the worker finished: the next frame takes it
+        refined = stage.step(p, True, roi, roi, 0, None, 100.01, wait=False)
+        assert not np.array_equal(refined, p) and stage.runs == 1
+    finally:
+        stage.close()
+
+
+@pytest.mark.slow
+def test_cadence_gives_the_same_labels_at_native_rate_and_fast(tmp_path):
+    """Files: the refiner's inputs and verdict points are media times, so native replay and --fast show the
+    same fine labels (same frames when native skipped none), and the sub-plane is the refiner's."""
+    runs = {}
+    for name, extra in (("fast", ["--fast"]), ("native", []), ("alone", ["--fast", "--model", "planes_lite0"])):
+        record = tmp_path / f"{name}.jsonl"
+        model = [] if name == "alone" else ["--model", "planes_lite0_128", "--subplane-model", "planes_lite0",
+                                            "--subplane-every", "0.25"]
+        proc = run_cli("run", "--source", SAMPLE_CLIP, "--max-frames", "110", *model, *extra, "--no-frames",
+                       "--publish", f"tcp://127.0.0.1:{free_port()}", "--record", record, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        rows = [json.loads(x) for x in record.read_text().splitlines() if '"result"' in x]
+        runs[name] = ({r["frame"]: r["label"] for r in rows}, rows[-1]["skipped_total"])
+    (fast, _), (native, skipped), (alone, _) = runs["fast"], runs["native"], runs["alone"]
+    common = sorted(set(fast) & set(native))
+    assert len(fast) == 110 and len(common) >= 0.5 * len(fast)
+    if skipped == 0:
+        assert all(fast[f] == native[f] for f in common)
+    else:   # a skipped frame may move a label change by one classified frame (docs/smoothing.md)
+        assert sum(fast[f] != native[f] for f in common) <= 2
+    brain = [f for f in fast if fast[f] and fast[f].startswith("Brain") and alone.get(f, "").startswith("Brain")]
+    assert len(brain) >= 60
+    assert np.mean([fast[f] == alone[f] for f in brain]) >= 0.9    # planes_lite0's sub-plane, held between calls

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Decode cost of the capture process: PyAV threading modes and the colour conversion, measured.
 
-    python tools/bench_decode.py VIDEO [--frames 300] [--rounds 2] [--json OUT.json]
+    python tools/bench_decode.py VIDEO [--frames 300] [--rounds 2] [--pin CPUS] [--json OUT.json]
 
 The capture process (streamer/capture.py, streamer/sources.py) decodes with PyAV; YUV 4:2:0 video
 goes into shared memory as the decoder's planes (the luma path, streamer/yuv.py), anything else is
@@ -12,7 +12,11 @@ planes), and decode + conversion together as the capture process does them (`--c
 OpenCV's conversion is faster, but together with FFmpeg's decode threads on 2 busy cores it was
 not (docs/latency.md), so the capture kept swscale; `--combined` also times the planes copy the
 capture does now. Variants are interleaved in rounds. Frame threading decodes several frames at once:
-more throughput, but each frame leaves the decoder (thread_count - 1) frames later.
+more throughput, but each frame leaves the decoder (thread_count - 1) frames later: the "delay"
+column counts it (the most packets fed in before their frame came out, minus one), and at native
+rate each delayed frame is a frame period added before the capture even stamps the frame, a delay
+capture->publish does not show. `--pin 0` runs the bench on one CPU as `sonoplane run
+--cpu-affinity capture=0` runs the capture (FFmpeg's automatic thread count follows the mask).
 """
 from __future__ import annotations
 
@@ -28,23 +32,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = [("no threads", "NONE", 1), ("slice, auto count", "SLICE", 0), ("frame, auto count", "FRAME", 0),
-            ("auto (runtime default)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2)]
+            ("auto (runtime default)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2),
+            ("slice, 2 threads", "SLICE", 2), ("frame, 3 threads", "FRAME", 3)]
 
 
-def decode(video: str, thread_type: str, count: int, frames: int) -> tuple[float, float, int]:
+def decode(video: str, thread_type: str, count: int, frames: int) -> tuple[float, float, int, int]:
+    """(wall s, process CPU s, frames, decoder delay in frames) over the first `frames` frames."""
     import av
     with av.open(video) as c:
         s = c.streams.video[0]
         s.thread_type = thread_type
         if count:
             s.codec_context.thread_count = count
-        n = 0
+        n = fed = delay = 0
         t0, c0 = time.perf_counter(), time.process_time()
-        for _ in c.decode(s):
-            n += 1
+        for packet in c.demux(s):
+            if packet.size:
+                fed += 1
+            for _ in packet.decode():
+                n += 1
+                delay = max(delay, fed - n)
             if n >= frames:
                 break
-        return time.perf_counter() - t0, time.process_time() - c0, n
+        return time.perf_counter() - t0, time.process_time() - c0, n, delay
 
 
 def conversions(video: str, frames: int) -> dict[str, list[float]]:
@@ -117,11 +127,20 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--combined", action="store_true", help="also decode + conversion together")
+    ap.add_argument("--pin", metavar="CPUS", help="run on these CPUs only (e.g. 0; as --cpu-affinity capture=0)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if not Path(args.video).is_file():
         print(f"error: video file not found: {args.video}", file=sys.stderr)
         return 2
+    if args.pin:
+        from engines.errors import UserError
+        from streamer.affinity import parse_affinity, pin_process
+        try:
+            pin_process(parse_affinity(f"capture={args.pin}").capture)
+        except UserError as exc:
+            print(f"error: --pin: {exc}", file=sys.stderr)
+            return 2
     import av
     with av.open(args.video) as c:
         s = c.streams.video[0]
@@ -132,18 +151,21 @@ def main(argv=None) -> int:
     for _ in range(args.rounds):
         for name, tt, count in VARIANTS:
             res[name].append(decode(args.video, tt, count, args.frames))
-    print("| decoder threading | decode fps | CPU ms per frame | fps ratio |")
-    print("|---|---|---|---|")
+    print(f"pinned to CPUs {sorted(os.sched_getaffinity(0))}" if args.pin else "not pinned")
+    print("| decoder threading | decode fps | CPU ms per frame | decoder delay (frames) | fps ratio |")
+    print("|---|---|---|---|---|")
     rows = []
     ref = None
     for name, _, _ in VARIANTS:
         wall = sum(r[0] for r in res[name])
         cpu = sum(r[1] for r in res[name])
         n = sum(r[2] for r in res[name])
+        delay = max(r[3] for r in res[name])
         fps = n / wall
         ref = ref or fps
-        rows.append({"variant": name, "fps": fps, "cpu_ms": 1e3 * cpu / n, "ratio": fps / ref})
-        print(f"| {name} | {fps:.1f} | {1e3 * cpu / n:.2f} | {fps / ref:.2f} |")
+        rows.append({"variant": name, "fps": fps, "cpu_ms": 1e3 * cpu / n, "delay_frames": delay,
+                     "ratio": fps / ref})
+        print(f"| {name} | {fps:.1f} | {1e3 * cpu / n:.2f} | {delay} | {fps / ref:.2f} |")
     conv = conversions(args.video, min(args.frames, 120))
     print("\n| colour conversion | p50 ms | p99 ms |")
     print("|---|---|---|")

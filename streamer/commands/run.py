@@ -17,9 +17,18 @@ def add_pipeline_arguments(p) -> None:
                    help="a second plane model that splits brain into its sub-planes while the stable plane is "
                         "brain (e.g. planes_lite0 beside a plane model that lost them); the plane model keeps "
                         "the plane, 'other' and open-set (docs/models/README.md)")
+    p.add_argument("--subplane-every", type=float, default=None, metavar="S",
+                   help="with --subplane-model: run it once per S seconds (media time for files) on a worker "
+                        "thread and hold its brain split in between, instead of on every brain frame "
+                        "(default 0: every brain frame; docs/latency.md, Session 6)")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "torch"))
     p.add_argument("--threads", type=int, default=1,
                    help="inference threads (default 1: capture needs the other core of a 2-core box)")
+    p.add_argument("--cpu-affinity", default="off", metavar="SPEC",
+                   help="Linux: pin the parts to CPUs, e.g. capture=0,loop=1,workers=0 (roles capture, loop, "
+                        "model, workers), 'auto' (that one) or 'off' (default; streamer/affinity.py)")
+    p.add_argument("--decode-threads", default="auto", metavar="TYPE[:N]",
+                   help="PyAV decoder threading: auto (default), frame, slice or none, optionally :N threads")
     p.add_argument("--crop", help="auto | none | a preset name (default: the model's preset, else auto)")
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address to bind")
     p.add_argument("--curve-secret", metavar="FILE",
@@ -66,8 +75,20 @@ def pipeline_config(args, source: str):
         raise UserError("--frames-fps must be 0 (every frame) or more")
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
+    subplane_every = getattr(args, "subplane_every", None)
+    if subplane_every is not None and (subplane_every < 0 or subplane_every != subplane_every):
+        raise UserError("--subplane-every must be 0 (every brain frame) or more seconds")
+    if subplane_every and args.subplane_model in (None, "none"):
+        raise UserError("--subplane-every needs --subplane-model")
+    from ..affinity import parse_affinity
+    from ..sources import parse_decode_threads
+    cpu_affinity = getattr(args, "cpu_affinity", None)
+    parse_affinity(cpu_affinity)                         # bad input: one line, before anything starts
+    decode_threads = getattr(args, "decode_threads", None)
+    parse_decode_threads(decode_threads)
     return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
-                          subplane_model=args.subplane_model,
+                          subplane_model=args.subplane_model, subplane_every_s=subplane_every or 0.0,
+                          cpu_affinity=cpu_affinity, decode_threads=decode_threads,
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
@@ -105,6 +126,8 @@ def main(args) -> int:
     from ..pipeline import Pipeline
 
     sources = args.source
+    if len(sources) > 1 and str(getattr(args, "cpu_affinity", "off")).lower() not in ("off", "none", ""):
+        raise UserError("--cpu-affinity is for one --source (run one process per source to pin each)")
     if len(sources) > 1:             # several scanners: one model session, cross-stream batching
         from ..multistream import run_many
         return run_many(args, sources)
