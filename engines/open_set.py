@@ -225,6 +225,61 @@ def rejects(d: np.ndarray, top_p: np.ndarray, far: float, near: float, confident
     return (d > far) | ((d > near) & (top_p < confident))
 
 
+# ---------------------------------------------------------------------------------------------
+# Logit-based out-of-distribution scores (issue 9, session 6: measured beside the distance)
+# ---------------------------------------------------------------------------------------------
+
+LOGIT_SCORES = ("energy", "max-softmax")
+
+
+def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(N,) free energy -T * logsumexp(z / T) of pre-softmax logits (Liu et al. 2020): low on images like
+    the training data, higher out of distribution."""
+    z = np.asarray(logits, np.float64) / temperature
+    m = z.max(1, keepdims=True)
+    return -temperature * (m[:, 0] + np.log(np.exp(z - m).sum(1)))
+
+
+def logit_score(kind: str, logits: np.ndarray, labels, coarse_map: dict, temperature: float) -> np.ndarray:
+    """(N,) an out-of-distribution score from the logits alone, higher = further out (as the distance):
+    energy at T = 1, or 1 - the runtime's top plane probability (softmax at the model's temperature, fine
+    classes summed per plane)."""
+    if kind == "energy":
+        return energy(logits, 1.0)
+    if kind == "max-softmax":
+        return 1.0 - top_plane_probability(np.asarray(logits, np.float64), labels, coarse_map, temperature)
+    raise ValueError(f"unknown score {kind!r} (one of {', '.join(LOGIT_SCORES)})")
+
+
+def threshold_at_reject_rate(scores: np.ndarray, rate: float) -> float:
+    """The score above which a share `rate` of these (in-distribution) scores lies."""
+    if not 0 < rate < 1:
+        raise ValueError("rate must be in (0, 1)")
+    return float(np.quantile(np.asarray(scores, np.float64), 1 - rate))
+
+
+def release_at_same_quantile(scores: np.ndarray, ref_scores: np.ndarray, ref_threshold: float,
+                             ref_release: float) -> float:
+    """The hysteresis release point for another score, translated by quantile: the value of `scores` at the
+    quantile that ref_release * ref_threshold has among ref_scores (the same images)."""
+    q = float((np.asarray(ref_scores) <= ref_release * ref_threshold).mean())
+    return float(np.quantile(np.asarray(scores, np.float64), q))
+
+
+class NormalisedScore:
+    """A score mapped so that the threshold is 1 and the training fetal median is 0: u = (s - median) /
+    (threshold - median); OpenSetGate(1.0, release_u) then applies the runtime's hysteresis to any score."""
+
+    def __init__(self, median: float, threshold: float, release_point: float):
+        if not median < release_point <= threshold:
+            raise ValueError("need median < release point <= threshold")
+        self.median, self.span = float(median), float(threshold - median)
+        self.release = (release_point - median) / self.span
+
+    def __call__(self, s):
+        return (np.asarray(s, np.float64) - self.median) / self.span
+
+
 NEAR_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 FAR_QUANTILES = (0.99, 0.993, 0.995)       # a single image must not set the limit: no max
 CONFIDENT = (0.8, 0.85, 0.9, 0.95, 0.98, 0.99)

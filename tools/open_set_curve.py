@@ -3,6 +3,8 @@
 
     # validation stills (FETAL_PLANES_DB, the committed patient split), through the runtime path
     python tools/open_set_curve.py --stills [--model planes_lite0]
+    # the same with logit-based scores instead of the distance (threshold fitted on training patients)
+    python tools/open_set_curve.py --stills --score energy max-softmax
     # sweeps: replay recorded runs (bench_video.py --save-results) over thresholds
     python tools/open_set_curve.py --results R1.jsonl --labels S1.csv [--results R2.jsonl --labels S2.csv]
 
@@ -11,7 +13,9 @@ near while the top plane probability < confident); the curve scales both distanc
 Non-standard = FETAL_PLANES_DB `Other` and `Maternal cervix`; "shown as a fetal plane" = brain, abdomen,
 femur or thorax (showing `other`, `cervix` or `uncertain` is fine). Thresholds are multiples of the
 model's own (metadata `open_set.threshold`, fitted on training patients by `python -m engines open-set`);
-"off" is no rejection. Stills: the per-image arg-max plane, rejected images count as uncertain. Sweeps:
+"off" is no rejection. --score energy / max-softmax (engines.open_set.logit_score) replace the distance on the
+stills: each score's threshold rejects the same share of the TRAINING patients' fetal-plane images as the model's
+distance rule does (metadata `train_fetal_rejected`), and the curve runs over training reject rates. Stills: the per-image arg-max plane, rejected images count as uncertain. Sweeps:
 streamer.smoothing (LabelSmoother + OpenSetGate, the runtime's classes) replayed on the video clock over
 the recorded top-3 probabilities and open-set distances (tools/tune_smoothing.py's replay), scored with
 tools/bench_video.py's scorer. Record the sweeps WITH open-set on (the distance is then in every result).
@@ -35,34 +39,92 @@ FETAL = ("brain", "abdomen", "femur", "thorax")
 FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, None)   # None: open-set off
 
 
-def stills(model: str, data: str, threads: int, gate_model: str | None = None) -> list[dict]:
+def runtime_outputs(clf, samples) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, C), open-set distances (N,)) of FETAL_PLANES_DB samples through the runtime path."""
+    from engines import data as D
+    logits, dist = [], []
+    for s in samples:
+        out = clf.backend.infer(clf.preprocess(D.runtime_roi(D.read_frame(s))))
+        logits.append(out.logits[0])
+        dist.append(np.nan if out.open_set is None else float(out.open_set[0]))
+    return np.asarray(logits, np.float64), np.asarray(dist, np.float64)
+
+
+REJECT_RATES = (0.0025, 0.005, None, 0.02, 0.05, 0.1, 0.2)   # None: the distance rule's own training rate
+
+
+def score_curve(kind: str, info, train_logits: np.ndarray, truth: np.ndarray, pred: np.ndarray, val_logits: np.ndarray,
+                names: list[str]) -> list[dict]:
+    """Validation stills with a logit score (energy / max-softmax) as the reject rule: thresholds set on the
+    TRAINING patients' fetal-plane images (in-sample: the score has no fitted part) at training reject rates,
+    the shipped one being the distance rule's own (metadata train_fetal_rejected)."""
+    from engines.open_set import logit_score, threshold_at_reject_rate
+    shipped_rate = float((info.open_set or {}).get("train_fetal_rejected") or 0.01)
+    train_scores = logit_score(kind, train_logits, info.labels, info.coarse_map, info.temperature)
+    scores = logit_score(kind, val_logits, info.labels, info.coarse_map, info.temperature)
+    fetal, nonstd = np.isin(truth, FETAL), ~np.isin(truth, FETAL)
+    print(f"{info.model_id}: score {kind}, threshold at a training reject rate ({len(train_scores)} training "
+          f"fetal-plane images; the distance rule's rate {shipped_rate:.4f} marked *)")
+    print(f"{'train rate':>10} {'threshold':>10} {'four-plane acc':>15} {'non-std shown fetal':>20} {'fetal rejected':>15}")
+    rows = []
+    for rate in REJECT_RATES + ("off",):
+        r = shipped_rate if rate is None else rate
+        thr = None if rate == "off" else threshold_at_reject_rate(train_scores, r)
+        rej = np.zeros(len(scores), bool) if thr is None else scores > thr
+        rej &= np.isin(pred, FETAL)
+        shown = np.where(rej, "uncertain", pred)
+        acc = float((shown[fetal] == truth[fetal]).mean())
+        k = int(np.isin(shown[nonstd], FETAL).sum())
+        rows.append({"score": kind, "train_reject_rate": None if thr is None else r, "threshold": thr,
+                     "shipped_rate": rate is None, "four_plane_acc": acc, "nonstandard_shown_fetal": k,
+                     "nonstandard": int(nonstd.sum()), "fetal_rejected": float(rej[fetal].mean()),
+                     "nonstandard_shown_fetal_images": [names[i] for i in np.flatnonzero(nonstd & np.isin(shown, FETAL))]})
+        name = "off" if thr is None else f"{r:.4f}" + (" *" if rate is None else "")
+        print(f"{name:>10} {'' if thr is None else f'{thr:.4f}':>10} {acc:>15.3f} {k:>14d} / {nonstd.sum():<3d} "
+              f"{rej[fetal].mean():>15.3f}")
+    return rows
+
+
+def stills(model: str, data: str, threads: int, gate_model: str | None = None,
+           scores: tuple[str, ...] = ("distance",)) -> list[dict]:
     from engines import data as D
     from engines.open_set import rejects
-    from streamer.infer import PlaneClassifier
+    from streamer.infer import PlaneClassifier, Prediction, softmax_with_temperature
     clf = PlaneClassifier(model, threads=threads)
     cfg = clf.info.open_set
-    if cfg is None:
+    if cfg is None and "distance" in scores:
         raise SystemExit(f"{model}: no open-set fit in this model (python -m engines open-set --model ...)")
     samples = D.load_index(data)
-    _, val = D.split_samples(samples, D.read_val_patients())
+    train, val = D.split_samples(samples, D.read_val_patients())
     gate = PlaneClassifier(gate_model, threads=threads) if gate_model else None
-    truth, pred, dist, top, background = [], [], [], [], []
+    truth, pred, dist, top, background, logits = [], [], [], [], [], []
     for s in val:
         roi = D.runtime_roi(D.read_frame(s))
-        p = clf.predict(roi)
+        out = clf.backend.infer(clf.preprocess(roi))
+        p = Prediction(softmax_with_temperature(out.logits[0], clf.info.temperature), clf.info.labels,
+                       clf.info.coarse_map, open_set=None if out.open_set is None else float(out.open_set[0]))
         truth.append(s.coarse)
         pred.append(p.plane)
         dist.append(p.open_set)
         top.append(max(p.plane_probs().values()))
+        logits.append(out.logits[0])
         if gate is not None:     # SonoNet16's Background class ("other") as a second opinion
             background.append(gate.predict(roi).plane == "other")
     truth, pred, dist, top = np.array(truth), np.array(pred), np.array(dist), np.array(top)
+    rows = []
+    if set(scores) - {"distance"}:      # the training patients' fetal-plane images set the logit scores' thresholds
+        train_logits, _ = runtime_outputs(clf, [s for s in train if s.coarse in FETAL])
+    for kind in scores:
+        if kind != "distance":
+            rows += score_curve(kind, clf.info, train_logits, truth, pred, np.asarray(logits, np.float64),
+                                [Path(s.path).stem for s in val])
+    if "distance" not in scores:
+        return rows
     near, confident = cfg.get("near", cfg["threshold"]), cfg.get("confident", 1.0)
     fetal, nonstd = np.isin(truth, FETAL), ~np.isin(truth, FETAL)
     print(f"{model}: validation stills {len(val)} ({fetal.sum()} of the four fetal planes, {nonstd.sum()} non-standard: "
           f"{(truth == 'other').sum()} Other + {(truth == 'cervix').sum()} cervix); shipped rule: {rule_text(cfg)}")
     print(f"{'threshold':>12} {'four-plane acc':>15} {'non-std shown fetal':>20} {'fetal rejected':>15}")
-    rows = []
     per_class = {}
     for f in FACTORS:
         thr = None if f is None else f * cfg["threshold"]
@@ -208,6 +270,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="FETAL_PLANES_DB folder (default ../shared/data/fetal_planes)")
     ap.add_argument("--gate-model", default=None,
                     help="stills: also score a second model's Background/other answer as a gate (e.g. sononet16)")
+    ap.add_argument("--score", nargs="+", choices=("distance", "energy", "max-softmax"), default=["distance"],
+                    help="stills: the reject score(s): the model's open-set distance (default), energy of the logits "
+                         "(T = 1) or max-softmax (1 - top plane probability); logit scores get a threshold fitted on "
+                         "training patients at the distance rule's training reject rate")
     ap.add_argument("--noise", action="store_true",
                     help="with --results: frame-to-frame noise of the distance within each fetal still (for the release)")
     ap.add_argument("--threads", type=int, default=1)
@@ -221,7 +287,7 @@ def main(argv=None) -> int:
     if args.stills:
         from engines import data as D
         report["stills"] = stills(args.model or "planes_lite0", args.data or str(D.DEFAULT_DATA), args.threads,
-                                  args.gate_model)
+                                  args.gate_model, tuple(dict.fromkeys(args.score)))
     if args.results and args.noise:
         report["noise"] = distance_noise(args.results, args.labels)
     elif args.results:
