@@ -203,7 +203,11 @@ def evaluate(model_arg: str, data_root: str | Path, split_file: str | Path | Non
         sub_logits, sub_info = run_logits(model_path_for(subplane_model), val_s, threads)
         mapping = mapping_for(info, sub_info, subplane_model)
         called_brain = np.array([info.coarse_map.get(labels[k]) == "brain" for k in probs.argmax(1)])
-        probs[called_brain] = mapping.refine(probs[called_brain], softmax(sub_logits[called_brain]))
+        # With each model's shipped temperature, as the runtime refines (streamer/subplanes.py): the
+        # refiner's temperature sets how evenly brain mass is split, and an even split can lose the
+        # fine arg-max to another plane, so T = 1 here would not score what the runtime shows.
+        probs[called_brain] = mapping.refine(softmax(logits[called_brain], info.temperature),
+                                             softmax(sub_logits[called_brain], sub_info.temperature))
         report["subplane_model"] = {"model": sub_info.model_id, "sha256": sub_info.sha256,
                                     "applied_to": int(called_brain.sum())}
     pc = coarse_probs(probs, labels, info.coarse_map, coarse_names)

@@ -29,7 +29,7 @@ from engines.errors import SourceError, UserError
 from .exam.heatmap import small_cam
 from .frames_topic import worker_nice
 from .image_state import ImageStateDetector
-from .infer import PlaneClassifier, open_model
+from .infer import PlaneClassifier, open_model, softmax_with_temperature
 from engines.preprocess import Preprocessor
 from .publish import DEFAULT_ADDRESS, FRAME_MAX_WIDTH, Publisher
 from .runstats import LatencyHistogram
@@ -141,7 +141,6 @@ class AnomalyStage:
         self.band = self.info.uncertain_band or (0.5, 0.5)
 
     def __call__(self, roi: np.ndarray, luma_range: str | None = None) -> dict:
-        from .infer import softmax_with_temperature
         logits = self.backend.infer(self.preprocess(roi, luma_range=luma_range)).logits[0]
         p = float(softmax_with_temperature(logits, self.info.temperature)[self.abnormal])
         lo, hi = self.band
@@ -317,7 +316,6 @@ class Pipeline:
             t_pre = time.monotonic()
             out = self.classifier.backend.infer(x)
             cam = out.cam[0] if out.cam is not None else None
-            from .infer import softmax_with_temperature
             probs = softmax_with_temperature(out.logits[0], self.classifier.info.temperature)
             if self.subplanes is not None and self.subplanes.every_s > 0:   # on a cadence, off this path
                 probs = self.subplanes.step(probs, self._stable_plane == "brain", roi, half, halvings,

@@ -61,17 +61,28 @@ def _even_box(rect, height: int, width: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+def _box_planes(i420: np.ndarray, height: int, width: int, box: tuple[int, int, int, int]):
+    """(Y, U, V) views of the even box (x0, y0, x1, y1) of an I420 buffer (see _even_box)."""
+    x0, y0, x1, y1 = box
+    y, u, v = planes(i420, height, width)
+    return (y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
+
+
+def _chroma_sized(c: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A chroma plane at exactly height x width: area-resized where rounding left it a sample off."""
+    import cv2
+    return c if c.shape == (height, width) else cv2.resize(c, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def to_bgr(i420: np.ndarray, height: int, width: int, rect=None) -> np.ndarray:
     """BGR uint8 of the whole frame, or of `rect` (an engines.crop.CropRect) only."""
     import cv2
     if rect is None or (rect.x0, rect.y0, rect.x1, rect.y1) == (0, 0, width, height):
         return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
-    x0, y0, x1, y1 = _even_box(rect, height, width)
+    x0, y0, x1, y1 = box = _even_box(rect, height, width)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.zeros((max(0, rect.y1 - rect.y0), max(0, rect.x1 - rect.x0), 3), np.uint8)
-    y, u, v = planes(i420, height, width)
-    packed = _pack(y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
-    bgr = cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420)
+    bgr = cv2.cvtColor(_pack(*_box_planes(i420, height, width, box)), cv2.COLOR_YUV2BGR_I420)
     dx, dy = max(0, rect.x0) - x0, max(0, rect.y0) - y0
     return bgr[dy:dy + min(rect.y1, height) - max(0, rect.y0), dx:dx + min(rect.x1, width) - max(0, rect.x0)]
 
@@ -86,18 +97,12 @@ def to_bgr_halved(i420: np.ndarray, height: int, width: int, rect, halvings: int
     from engines.downscale import halve_times
     if halvings <= 0:
         return to_bgr(i420, height, width, rect)
-    x0, y0, x1, y1 = _even_box(rect, height, width)
-    y, u, v = planes(i420, height, width)
-    small_y = halve_times(y[y0:y1, x0:x1], halvings)
+    y, u, v = _box_planes(i420, height, width, _even_box(rect, height, width))
+    small_y = halve_times(y, halvings)
     h2, w2 = small_y.shape[0] & ~1, small_y.shape[1] & ~1
     if h2 < 2 or w2 < 2:
         return np.zeros((max(1, small_y.shape[0]), max(1, small_y.shape[1]), 3), np.uint8)
-    chroma = []
-    for plane in (u, v):
-        c = halve_times(plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2], halvings)
-        if c.shape != (h2 // 2, w2 // 2):
-            c = cv2.resize(c, (w2 // 2, h2 // 2), interpolation=cv2.INTER_AREA)
-        chroma.append(c)
+    chroma = [_chroma_sized(halve_times(c, halvings), w2 // 2, h2 // 2) for c in (u, v)]
     return cv2.cvtColor(_pack(small_y[:h2, :w2], *chroma), cv2.COLOR_YUV2BGR_I420)
 
 
@@ -125,12 +130,7 @@ def to_bgr_shrunk(i420: np.ndarray, height: int, width: int, rect, factor: int) 
     # The chroma samples covering the luma area (one per 2x2 luma block; an odd corner takes the
     # sample its pixel shares: at most half a sample off, below the small copy's pixel).
     cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, (x0 + wc + 1) // 2, (y0 + hc + 1) // 2
-    chroma = []
-    for p in (u, v):
-        c = p[cy0:cy1, cx0:cx1]
-        if c.shape != (he // 2, we // 2):
-            c = cv2.resize(c, (we // 2, he // 2), interpolation=cv2.INTER_AREA)
-        chroma.append(c)
+    chroma = [_chroma_sized(p[cy0:cy1, cx0:cx1], we // 2, he // 2) for p in (u, v)]
     return cv2.cvtColor(_pack(small_y, *chroma), cv2.COLOR_YUV2BGR_I420)[:hs, :ws]
 
 
@@ -152,10 +152,9 @@ def to_bgr_display(i420: np.ndarray, height: int, width: int, rect, max_width: i
     x1, y1 = x0 + (x1 - x0) // step * step, y0 + (y1 - y0) // step * step
     if x1 - x0 < step or y1 - y0 < step:
         return cv2.resize(to_bgr(i420, height, width, rect), (dw, dh), interpolation=cv2.INTER_AREA)
-    y, u, v = planes(i420, height, width)
+    y, u, v = _box_planes(i420, height, width, (x0, y0, x1, y1))
     # The last, linear step on the planes (1.5 bytes a pixel, not 3), to an even size, then convert.
     ew, eh = dw + (dw & 1), dh + (dh & 1)
-    small = [cv2.resize(halve_times(y[y0:y1, x0:x1], n), (ew, eh), interpolation=cv2.INTER_LINEAR)]
-    small += [cv2.resize(halve_times(p[y0 // 2:y1 // 2, x0 // 2:x1 // 2], n), (ew // 2, eh // 2),
-                         interpolation=cv2.INTER_LINEAR) for p in (u, v)]
+    small = [cv2.resize(halve_times(y, n), (ew, eh), interpolation=cv2.INTER_LINEAR)]
+    small += [cv2.resize(halve_times(p, n), (ew // 2, eh // 2), interpolation=cv2.INTER_LINEAR) for p in (u, v)]
     return cv2.cvtColor(_pack(*small), cv2.COLOR_YUV2BGR_I420)[:dh, :dw]
