@@ -267,17 +267,19 @@ def release_at_same_quantile(scores: np.ndarray, ref_scores: np.ndarray, ref_thr
 
 
 class NormalisedScore:
-    """A score mapped so that the threshold is 1 and the training fetal median is 0: u = (s - median) /
-    (threshold - median); OpenSetGate(1.0, release_u) then applies the runtime's hysteresis to any score."""
+    """A score mapped so that the threshold is 1: u = (s - anchor) / (threshold - anchor), anchor any value below
+    the release point (the smallest in-distribution score). OpenSetGate(1.0, norm.release) on u then rejects and
+    releases exactly where s crosses the threshold and the release point: the runtime's hysteresis for any score."""
 
-    def __init__(self, median: float, threshold: float, release_point: float):
-        if not median < release_point <= threshold:
-            raise ValueError("need median < release point <= threshold")
-        self.median, self.span = float(median), float(threshold - median)
-        self.release = (release_point - median) / self.span
+    def __init__(self, anchor: float, threshold: float, release_point: float):
+        if not release_point <= threshold:
+            raise ValueError("need release point <= threshold")
+        anchor = min(float(anchor), release_point - 1e-6 * max(1.0, abs(threshold - release_point), abs(release_point)))
+        self.anchor, self.span = anchor, float(threshold - anchor)
+        self.release = (release_point - anchor) / self.span
 
     def __call__(self, s):
-        return (np.asarray(s, np.float64) - self.median) / self.span
+        return (np.asarray(s, np.float64) - self.anchor) / self.span
 
 
 NEAR_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)

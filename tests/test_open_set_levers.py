@@ -64,7 +64,7 @@ def test_normalised_score_reproduces_the_distance_gate_frame_for_frame():
     """OpenSetGate(1, release_u) on the normalised distance rejects exactly where OpenSetGate(T, 0.6) does."""
     rng = np.random.default_rng(2)
     d = np.concatenate([rng.uniform(50, 700, 300), rng.uniform(250, 320, 50), rng.uniform(50, 700, 300)])
-    norm = NormalisedScore(110.0, 482.1, 0.6 * 482.1)
+    norm = NormalisedScore(30.0, 482.1, 0.6 * 482.1)
     a, b = OpenSetGate(482.1, 0.6), OpenSetGate(1.0, norm.release)
     ra = [a.update(x) for x in d]
     rb = [b.update(float(norm(x))) for x in d]
@@ -136,7 +136,7 @@ def test_levers_replay_energy_and_heart_check_on_a_sweep(tmp_path):
     out = tmp_path / "r.json"
     p = subprocess.run([sys.executable, str(ROOT / "tools" / "open_set_levers.py"), "--stills", str(tmp_path / "stills.npz"),
                         "--sweep", str(tmp_path / "s.npz"), "--labels", str(tmp_path / "s.csv"),
-                        "--configs", "distance", "energy", "heart", "--bootstrap", "200", "--json", str(out)],
+                        "--configs", "distance", "energy", "heart", "--bootstrap", "200", "--curve", "--json", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text())
@@ -151,6 +151,13 @@ def test_levers_replay_energy_and_heart_check_on_a_sweep(tmp_path):
         assert c[cfg]["stills"]["nonstandard_shown_fetal"] == 0, cfg
     # SonoNet16 runs once per 0.2-s cell while the model says thorax: 1 frame in 6 here
     assert abs(c["heart"]["sweeps"]["sononet16_runs_per_frame"] - 1 / 6) < 0.01
+    # trade-off curves at training reject rates: off shows the Other stretch for every score, energy at the
+    # shipped rate rejects it, the distance at no rate does (it sits inside the cluster)
+    curves = r["curves"]
+    for kind in ("distance", "energy", "max-softmax"):
+        assert next(x for x in curves[kind] if x["train_reject_rate"] == 0)["sweeps_nonstandard_shown_fetal"] > 0.9
+    assert next(x for x in curves["energy"] if x["shipped_rate"])["sweeps_nonstandard_shown_fetal"] < 0.1
+    assert min(x["sweeps_nonstandard_shown_fetal"] for x in curves["distance"] if x["train_reject_rate"] <= 0.02) > 0.9
     lo_ci, hi_ci = c["distance"]["bootstrap_95"]["sweeps_four_plane_stable_acc"][1:]
     assert lo_ci <= c["distance"]["sweeps"]["four_plane_stable_acc"] <= hi_ci
 

@@ -15,10 +15,11 @@ Configurations (all rules fixed in advance; docs/smoothing.md "Remaining levers,
   ensemble-or    mean of planes_lite0 and planes_lite0_sono probabilities; reject if either distance is above
                  its own threshold (hysteresis on max(d_i / T_i), release 0.6)
   ensemble-and   the same, reject only if both are (min(d_i / T_i))
-  heart[+bg]     distance rule, and a frame whose arg-max plane is thorax is rejected when SonoNet16's
+  heart[+bg]     the distance rule, and a frame whose arg-max plane is thorax is rejected when SonoNet16's
                  outflow-view mass P(3VV) + P(LVOT) + P(RVOT) (+ P(Background)) exceeds t, t the largest value
                  keeping >= 0.99 of the training thorax images; on sweeps SonoNet16's verdict is the one of the
                  frame's 0.2-s cell of media time (run on a cadence, tools/frame_outputs.py --cadence-model)
+  sono+heart     sono, plus the heart check (same t)
 
 Stills: the per-image arg-max plane; a rejected image (arg-max a fetal plane) counts as uncertain. Sweeps: the
 runtime's LabelSmoother + OpenSetGate (streamer.smoothing) replayed on the media clock over the full
@@ -45,7 +46,8 @@ from engines.planes import plane_matrix  # noqa: E402
 FETAL = ("brain", "abdomen", "femur", "thorax")
 BASE, SONO, GATE = "planes_lite0", "planes_lite0_sono", "sononet16"
 OUTFLOW = ("3VV", "LVOT", "RVOT")
-CONFIGS = ("distance", "energy", "max-softmax", "sono", "ensemble-or", "ensemble-and", "heart", "heart+bg")
+CONFIGS = ("distance", "energy", "max-softmax", "sono", "ensemble-or", "ensemble-and", "heart", "heart+bg",
+           "sono+heart")
 SUBPLANES = ("Brain (Tt.)", "Brain (Tc.)", "Brain (Tv.)")
 
 
@@ -103,14 +105,10 @@ class Fit:
         self.rate = float(base["open_set"]["train_fetal_rejected"])
         d = stills.distance(BASE)[fetal]
         self.distance_rate_check = float((d > self.base_threshold).mean())
-        self.scores = {}
-        for kind in ("energy", "max-softmax"):
-            s = logit_score(kind, stills.logits(BASE)[fetal], base["labels"], base["coarse_map"], base["temperature"])
-            thr = threshold_at_reject_rate(s, self.rate)
-            rel = release_at_same_quantile(s, d, self.base_threshold, self.base_release)
-            self.scores[kind] = {"threshold": thr, "release_point": rel, "median": float(np.median(s)),
-                                 "train_fetal_rejected": float((s > thr).mean()),
-                                 "norm": NormalisedScore(float(np.median(s)), thr, rel)}
+        self.train_d = d
+        self.train_scores = {kind: logit_score(kind, stills.logits(BASE)[fetal], base["labels"], base["coarse_map"],
+                                               base["temperature"]) for kind in ("energy", "max-softmax")}
+        self.scores = {kind: self.rule(kind, self.rate) for kind in self.train_scores}
         thorax = train & (a["coarse"] == "thorax")
         self.heart = {}
         if stills.has(GATE):
@@ -123,6 +121,18 @@ class Fit:
                     "curve": {str(q): float(np.quantile(m, q)) for q in (0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 1.0)}}
         self.sono_threshold = stills.info(SONO)["open_set"]["threshold"] if stills.has(SONO) else None
 
+    def rule(self, kind: str, rate: float) -> dict:
+        """A score's rule at a training reject rate: the threshold rejects that share of the training fetal-plane
+        images; the release point is the score's value at the quantile 0.6 x (the distance's threshold at the same
+        rate) has among the distances. Normalised (`norm`) so the threshold is 1, for OpenSetGate(1, norm.release)."""
+        d_thr = threshold_at_reject_rate(self.train_d, rate)
+        s = self.train_d if kind == "distance" else self.train_scores[kind]
+        thr = threshold_at_reject_rate(s, rate)
+        rel = self.base_release * thr if kind == "distance" else \
+            release_at_same_quantile(s, self.train_d, d_thr, self.base_release)
+        return {"threshold": thr, "release_point": rel, "median": float(np.median(s)),
+                "train_fetal_rejected": float((s > thr).mean()), "norm": NormalisedScore(float(np.min(s)), thr, rel)}
+
     def summary(self) -> dict:
         return {"train_fetal_images": self.n_train_fetal, "reject_rate": self.rate,
                 "distance": {"threshold": self.base_threshold, "release": self.base_release,
@@ -132,10 +142,20 @@ class Fit:
                 **self.heart, "sono_threshold": self.sono_threshold}
 
 
-def frame_inputs(o: Outputs, fit: Fit, config: str) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray | None]:
-    """(probs (N, C), gate score (N,), gate threshold, release, heart verdict (N,) or None) of a configuration."""
+def frame_inputs(o: Outputs, fit: Fit, config: str, rate: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray | None]:
+    """(probs (N, C), gate score (N,), gate threshold, release, heart verdict (N,) or None) of a configuration.
+    rate: a training reject rate instead of the configuration's own threshold (the trade-off curves; distance,
+    energy, max-softmax); 0: never reject."""
     base = o.info(BASE)
     heart = None
+    if rate is not None:
+        if rate == 0:
+            return o.probs(BASE), np.zeros(len(o.a[f"logits__{BASE}"])), 1.0, 0.6, None
+        sc = fit.rule(config, rate)
+        raw = o.distance(BASE) if config == "distance" else \
+            logit_score(config, o.logits(BASE), base["labels"], base["coarse_map"], base["temperature"])
+        return o.probs(BASE), sc["norm"](raw), 1.0, sc["norm"].release, None
     if config in ("distance", "heart", "heart+bg"):
         probs, score, thr, rel = o.probs(BASE), o.distance(BASE), fit.base_threshold, fit.base_release
         if config != "distance":
@@ -144,8 +164,10 @@ def frame_inputs(o: Outputs, fit: Fit, config: str) -> tuple[np.ndarray, np.ndar
         sc = fit.scores[config]
         raw = logit_score(config, o.logits(BASE), base["labels"], base["coarse_map"], base["temperature"])
         probs, score, thr, rel = o.probs(BASE), sc["norm"](raw), 1.0, sc["norm"].release
-    elif config == "sono":
+    elif config in ("sono", "sono+heart"):
         probs, score, thr, rel = o.probs(SONO), o.distance(SONO), fit.sono_threshold, 0.6
+        if config == "sono+heart":
+            heart = o.outflow(False) > fit.heart["heart"]["t"]
     elif config in ("ensemble-or", "ensemble-and"):
         u = np.stack([o.distance(BASE) / fit.base_threshold, o.distance(SONO) / fit.sono_threshold])
         probs = (o.probs(BASE) + o.probs(SONO)) / 2
@@ -164,10 +186,10 @@ def coarse_of(probs: np.ndarray, info: dict) -> np.ndarray:
 # Stills
 # ---------------------------------------------------------------------------------------------
 
-def stills_eval(o: Outputs, fit: Fit, config: str) -> dict:
+def stills_eval(o: Outputs, fit: Fit, config: str, rate: float | None = None) -> dict:
     a = o.a
     val = a["validation"]
-    probs, score, thr, _, heart = frame_inputs(o, fit, config)
+    probs, score, thr, _, heart = frame_inputs(o, fit, config, rate)
     info = o.info(BASE)
     pred = coarse_of(probs, info)
     rej = (score > thr) & np.isin(pred, FETAL)
@@ -178,13 +200,20 @@ def stills_eval(o: Outputs, fit: Fit, config: str) -> dict:
     fetal, nonstd = np.isin(truth, FETAL), ~np.isin(truth, FETAL)
     sub = np.isin(fine, SUBPLANES)
     fine_pred = np.array(info["labels"])[probs[val].argmax(1)]
+    sub_pair = None
+    if config.startswith("sono"):   # as `--subplane-model planes_lite0`: its proportions split the brain mass
+        brain = [i for i, lab in enumerate(info["labels"]) if info["coarse_map"].get(lab) == "brain"]
+        refined = probs[val].copy()
+        share = o.probs(BASE)[val][:, brain]
+        refined[:, brain] = refined[:, brain].sum(1, keepdims=True) * share / share.sum(1, keepdims=True)
+        sub_pair = float((np.array(info["labels"])[refined.argmax(1)][sub] == fine[sub]).mean())
     return {"four_plane_acc": float((shown[fetal] == truth[fetal]).mean()), "fetal": int(fetal.sum()),
             "per_class": {c: f"{int((shown[truth == c] == c).sum())}/{int((truth == c).sum())}" for c in FETAL},
             "nonstandard_shown_fetal": int(np.isin(shown[nonstd], FETAL).sum()), "nonstandard": int(nonstd.sum()),
             "nonstandard_images": {str(n): str(s) for n, s in zip(names[nonstd], shown[nonstd])},
             "fetal_rejected": float(rej[val][fetal].mean()),
             "brain_subplanes": float((fine_pred[sub] == fine[sub]).mean()) if sub.any() else None,
-            "brain_subplane_images": int(sub.sum()),
+            "brain_subplane_images": int(sub.sum()), "brain_subplanes_with_planes_lite0": sub_pair,
             "_fetal_right": (shown[fetal] == truth[fetal]), "_fetal_names": names[fetal],
             "_nonstd_shown": np.isin(shown[nonstd], FETAL), "_nonstd_names": names[nonstd]}
 
@@ -193,12 +222,12 @@ def stills_eval(o: Outputs, fit: Fit, config: str) -> dict:
 # Sweeps
 # ---------------------------------------------------------------------------------------------
 
-def replay(o: Outputs, fit: Fit, config: str, times: np.ndarray) -> tuple[list[dict], dict]:
+def replay(o: Outputs, fit: Fit, config: str, times: np.ndarray, rate: float | None = None) -> tuple[list[dict], dict]:
     """The runtime's smoother + gate over one sweep's frames; (results for bench_video.score, cost counts)."""
     from streamer.smoothing import LabelSmoother, OpenSetGate
     info = o.info(BASE)
     labels, cmap = tuple(info["labels"]), info["coarse_map"]
-    probs, score, thr, rel, heart = frame_inputs(o, fit, config)
+    probs, score, thr, rel, heart = frame_inputs(o, fit, config, rate)
     a = o.a
     if heart is not None:     # the verdict of the first frame of each 0.2-s cell holds for the cell
         cell = np.floor(a["t_media"] / o.meta["cadence_s"] + 1e-9).astype(int)
@@ -230,7 +259,7 @@ def replay(o: Outputs, fit: Fit, config: str, times: np.ndarray) -> tuple[list[d
     return out, {"frames": len(out), "gate_runs": len(gate_cells)}
 
 
-def sweeps_eval(sweeps: list[tuple[Outputs, list[dict]]], fit: Fit, config: str) -> dict:
+def sweeps_eval(sweeps: list[tuple[Outputs, list[dict]]], fit: Fit, config: str, rate: float | None = None) -> dict:
     from bench_video import score
     from engines.planes import FETAL_PLANES_DB_TO_COARSE
     reps, per_frame, gate_runs, frames = [], [], 0, 0
@@ -239,7 +268,7 @@ def sweeps_eval(sweeps: list[tuple[Outputs, list[dict]]], fit: Fit, config: str)
         for g in rows:
             if int(g["frame"]) < len(times):
                 times[int(g["frame"])] = float(g["t_s"])
-        res, cost = replay(o, fit, config, times)
+        res, cost = replay(o, fit, config, times, rate)
         rep = score(res, rows)
         reps.append((rep, rows))
         gate_runs += cost["gate_runs"]
@@ -330,6 +359,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", action="append", default=[], metavar="S.npz", help="tools/frame_outputs.py --video output")
     ap.add_argument("--labels", action="append", default=[], metavar="CSV", help="one per --sweep (make_sweep.py csv)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    ap.add_argument("--curve", action="store_true",
+                    help="also distance / energy / max-softmax at the same training reject rates (trade-off curves)")
     ap.add_argument("--bootstrap", type=int, default=0, help="draws for 95 %% intervals over images (0: none)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -346,7 +377,8 @@ def main(argv=None) -> int:
     print(f"{'config':>13} | {'stills 4-plane':>14} {'non-std':>7} {'sub-planes':>10} | {'sweeps 4-plane':>14} "
           f"{'non-std':>7} {'stable':>6} {'flick/min':>9} {'SonoNet16/frame':>15}")
     for cfg in args.configs:
-        need = {"sono": [SONO], "ensemble-or": [SONO], "ensemble-and": [SONO], "heart": [GATE], "heart+bg": [GATE]}
+        need = {"sono": [SONO], "ensemble-or": [SONO], "ensemble-and": [SONO], "heart": [GATE], "heart+bg": [GATE],
+                "sono+heart": [SONO, GATE]}
         if any(not stills.has(m) for m in need.get(cfg, [])) or \
                 any(not o.has(m) for o, _ in sweeps for m in need.get(cfg, [])):
             print(f"{cfg:>13} | skipped: the outputs lack {need[cfg]}")
@@ -365,9 +397,40 @@ def main(argv=None) -> int:
             entry["bootstrap_95"] = bootstrap(st, sw, args.bootstrap)
         report["configs"][cfg] = entry
         print(line)
+    if args.curve:
+        report["curves"] = curves(stills, sweeps, fit)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))
     return 0
+
+
+CURVE_RATES = (0.0025, 0.005, None, 0.02, 0.05, 0.1, 0.2, 0)    # None: the shipped rule's training rate; 0: off
+
+
+def curves(stills: Outputs, sweeps: list, fit: Fit) -> dict:
+    """Distance, energy and max-softmax side by side at the same training reject rates (stills, and sweeps)."""
+    out = {}
+    print("trade-off at training reject rates (fetal-plane images of training patients): "
+          "stills four-plane / non-std k/8 | sweeps four-plane stable / non-std shown fetal")
+    for kind in ("distance", "energy", "max-softmax"):
+        rows = []
+        for rate in CURVE_RATES:
+            r = fit.rate if rate is None else rate
+            st = stills_eval(stills, fit, kind, r)
+            row = {"train_reject_rate": r, "shipped_rate": rate is None, "stills_four_plane_acc": st["four_plane_acc"],
+                   "stills_nonstandard_shown_fetal": st["nonstandard_shown_fetal"],
+                   "stills_fetal_rejected": st["fetal_rejected"]}
+            if sweeps:
+                sw = sweeps_eval(sweeps, fit, kind, r)
+                row.update({"sweeps_four_plane_stable_acc": sw["four_plane_stable_acc"],
+                            "sweeps_nonstandard_shown_fetal": sw["nonstandard_shown_fetal"]})
+            rows.append(row)
+            print(f"  {kind:>11} rate {'off' if r == 0 else f'{r:.4f}'}{' *' if rate is None else '  '}: "
+                  f"{row['stills_four_plane_acc']:.3f} {row['stills_nonstandard_shown_fetal']}/8"
+                  + (f" | {row['sweeps_four_plane_stable_acc']:.3f} {row['sweeps_nonstandard_shown_fetal']:.3f}"
+                     if sweeps else ""))
+        out[kind] = rows
+    return out
 
 
 if __name__ == "__main__":
