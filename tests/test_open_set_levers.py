@@ -158,6 +158,9 @@ def test_levers_replay_energy_and_heart_check_on_a_sweep(tmp_path):
         assert next(x for x in curves[kind] if x["train_reject_rate"] == 0)["sweeps_nonstandard_shown_fetal"] > 0.9
     assert next(x for x in curves["energy"] if x["shipped_rate"])["sweeps_nonstandard_shown_fetal"] < 0.1
     assert min(x["sweeps_nonstandard_shown_fetal"] for x in curves["distance"] if x["train_reject_rate"] <= 0.02) > 0.9
+    # paired with the shipped rule: energy removes the Other stretch on every draw that holds it
+    d, lo_d, hi_d = c["energy"]["minus_distance_95"]["sweeps_nonstandard_shown_fetal"]
+    assert d < -0.8 and hi_d < 0
     lo_ci, hi_ci = c["distance"]["bootstrap_95"]["sweeps_four_plane_stable_acc"][1:]
     assert lo_ci <= c["distance"]["sweeps"]["four_plane_stable_acc"] <= hi_ci
 

@@ -24,7 +24,9 @@ Configurations (all rules fixed in advance; docs/smoothing.md "Remaining levers,
 Stills: the per-image arg-max plane; a rejected image (arg-max a fetal plane) counts as uncertain. Sweeps: the
 runtime's LabelSmoother + OpenSetGate (streamer.smoothing) replayed on the media clock over the full
 probabilities, scored by tools/bench_video.py's scorer, pooled frame-weighted. Bootstrap: distinct images
-resampled with replacement (fetal and non-standard separately; on sweeps all frames of a drawn image).
+resampled with replacement (fetal and non-standard separately; on sweeps all frames of a drawn image), 95 %
+percentile intervals of each figure and, images drawn together, of each configuration's difference from the
+shipped distance rule (`minus_distance_95`).
 """
 from __future__ import annotations
 
@@ -58,9 +60,10 @@ def load(path: str) -> tuple[dict, dict]:
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     z = np.asarray(logits, np.float64) / temperature
-    z = z - np.nanmax(z, 1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore"):         # rows of NaN: frames a model did not run on stay NaN
+        z = z - z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
 
 
 class Outputs:
@@ -349,6 +352,38 @@ def bootstrap(stills_ev: dict | None, sweep_ev: dict | None, draws: int, seed: i
     return out
 
 
+def paired_difference(groups_a: dict, groups_b: dict, draws: int, rng: np.random.Generator
+                      ) -> tuple[float, float, float]:
+    """The same images resampled for both configurations: (point, 2.5 %, 97.5 %) of ratio_b - ratio_a."""
+    names = sorted(groups_a)
+    ha, na = (np.array([groups_a[k][j] for k in names], float) for j in (0, 1))
+    hb, nb = (np.array([groups_b[k][j] for k in names], float) for j in (0, 1))
+    idx = rng.integers(0, len(names), (draws, len(names)))
+    diff = hb[idx].sum(1) / nb[idx].sum(1) - ha[idx].sum(1) / na[idx].sum(1)
+    return float(hb.sum() / nb.sum() - ha.sum() / na.sum()), float(np.quantile(diff, 0.025)), \
+        float(np.quantile(diff, 0.975))
+
+
+def paired_vs(ref: tuple, other: tuple, draws: int, seed: int = 0) -> dict:
+    """95 % intervals of (other - ref) on every figure, images resampled together (ref, other: (stills, sweeps))."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    (sa, wa), (sb, wb) = ref, other
+    out["stills_four_plane_acc"] = paired_difference(image_groups(zip(sa["_fetal_names"], sa["_fetal_right"])),
+                                                     image_groups(zip(sb["_fetal_names"], sb["_fetal_right"])), draws, rng)
+    out["stills_nonstandard_shown_fetal"] = paired_difference(
+        image_groups(zip(sa["_nonstd_names"], sa["_nonstd_shown"])),
+        image_groups(zip(sb["_nonstd_names"], sb["_nonstd_shown"])), draws, rng)
+    if wa is not None and wb is not None:
+        out["sweeps_four_plane_stable_acc"] = paired_difference(
+            image_groups((s, t == sh) for s, t, sh in wa["_four"]), image_groups((s, t == sh) for s, t, sh in wb["_four"]),
+            draws, rng)
+        out["sweeps_nonstandard_shown_fetal"] = paired_difference(
+            image_groups((s, sh in FETAL) for s, _, sh in wa["_nonstd"]),
+            image_groups((s, sh in FETAL) for s, _, sh in wb["_nonstd"]), draws, rng)
+    return out
+
+
 def public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
@@ -376,6 +411,7 @@ def main(argv=None) -> int:
     print("fitted on training patients:", json.dumps(report["fit_on_training_patients"], default=float))
     print(f"{'config':>13} | {'stills 4-plane':>14} {'non-std':>7} {'sub-planes':>10} | {'sweeps 4-plane':>14} "
           f"{'non-std':>7} {'stable':>6} {'flick/min':>9} {'SonoNet16/frame':>15}")
+    evals: dict = {}
     for cfg in args.configs:
         need = {"sono": [SONO], "ensemble-or": [SONO], "ensemble-and": [SONO], "heart": [GATE], "heart+bg": [GATE],
                 "sono+heart": [SONO, GATE]}
@@ -395,6 +431,9 @@ def main(argv=None) -> int:
                      f"{sw['flicker_per_min']:>9.2f} {sw['sononet16_runs_per_frame']:>15.3f}")
         if args.bootstrap:
             entry["bootstrap_95"] = bootstrap(st, sw, args.bootstrap)
+            if cfg != "distance" and "distance" in evals:   # the difference from the shipped rule, same images
+                entry["minus_distance_95"] = paired_vs(evals["distance"], (st, sw), args.bootstrap)
+        evals[cfg] = (st, sw)
         report["configs"][cfg] = entry
         print(line)
     if args.curve:
