@@ -190,9 +190,17 @@ def test_frame_outputs_recreates_the_recorded_model_outputs(tmp_path):
 
 
 def test_tools_bad_input_is_one_line(tmp_path):
+    not_video = tmp_path / "not_a_video.mp4"
+    not_video.write_text("hello")
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text(json.dumps({"kind": "result", "frame": 0, "topk": [], "crop": [0, 0, 8, 8], "flags": {}}))
     for tool, args in (("open_set_levers.py", ["--stills", str(tmp_path / "missing.npz")]),
+                       ("open_set_levers.py", ["--stills", str(not_video)]),
                        ("frame_outputs.py", ["--video", str(tmp_path / "missing.mp4"), "--results",
-                                             str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.npz")])):
+                                             str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.npz")]),
+                       ("frame_outputs.py", ["--video", str(not_video), "--results", str(rec),
+                                             "--out", str(tmp_path / "o.npz")]),
+                       ("frame_outputs.py", ["--stills", "--models", "no_such_model", "--out", str(tmp_path / "o.npz")])):
         p = subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], capture_output=True, text=True,
                            cwd=ROOT, timeout=60)
         assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

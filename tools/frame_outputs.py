@@ -169,11 +169,12 @@ def main(argv=None) -> int:
         ap.error("--video needs --results (the recorded crops)")
     if args.cadence_s <= 0:
         ap.error("--cadence-s must be > 0")
+    from engines.errors import SourceError, UserError
     try:
         arrs, meta = (stills(args.models, args.data, args.threads) if args.stills else
                       sweep(args.video, args.results, args.models, args.cadence_model, args.cadence_s, args.threads,
                             args.max_frames))
-    except (FileNotFoundError, OSError) as exc:
+    except (OSError, ValueError, KeyError, UserError, SourceError) as exc:   # missing / unreadable input, unknown model
         raise SystemExit(f"frame_outputs: {exc}") from None
     np.savez_compressed(args.out, meta=np.array(json.dumps(meta)), **arrs)
     print(f"wrote {args.out}")
