@@ -25,7 +25,8 @@ def test_bench_video_and_latency_report_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(report.read_text())
     for key in ("stable_accuracy", "stable_accuracy_raw", "macro_f1", "flicker_per_min",
-                "time_to_stable_median_s", "time_to_stable_p90_s", "frames", "skipped"):
+                "time_to_stable_median_s", "time_to_stable_p90_s", "frames", "skipped", "brain_subplane_accuracy",
+                "brain_subplane_frames"):
         assert key in r
     n_frames = sum(1 for _ in open(video.with_suffix(".csv"))) - 1
     assert r["frames"] == n_frames and r["skipped"] == 0            # --fast: every frame classified
@@ -98,3 +99,22 @@ def test_profile_frames_topic_times_both_paths_on_a_clip():
     assert "total per sent frame: session 4's path" in proc.stdout
     bad = subprocess.run([sys.executable, tool, "/no/such/video.mp4"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "profile_frames_topic: no such video: /no/such/video.mp4"
+
+
+def test_compare_labels_counts_agreement_on_common_frames(tmp_path):
+    def write(d, rows):
+        d.mkdir()
+        (d / "v.jsonl").write_text("".join(json.dumps({"kind": "result", "frame": f, "plane": p, "label": lab}) + "\n"
+                                           for f, p, lab in rows))
+    write(tmp_path / "a", [(0, "brain", "Brain (Tt.)"), (1, "brain", "Brain (Tt.)"), (2, "femur", "Femur"),
+                           (3, "brain", "Brain (Tv.)")])
+    write(tmp_path / "b", [(0, "brain", "Brain (Tt.)"), (1, "brain", "Brain (Tv.)"), (2, "femur", "Femur")])
+    out = tmp_path / "cmp.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compare_labels.py"), str(tmp_path / "a"),
+                           str(tmp_path / "b"), "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    total = json.loads(out.read_text())["all"]
+    assert total == {"frames": 3, "plane_same": 3, "label_same": 2, "brain_frames": 2, "brain_label_same": 1}
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "compare_labels.py"), str(tmp_path / "a"),
+                          str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a directory" in bad.stderr and "Traceback" not in bad.stderr

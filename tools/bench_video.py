@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engines.data import BRAIN_SUBPLANES  # noqa: E402
 from engines.planes import FETAL_PLANES_DB_TO_COARSE  # noqa: E402
 from runlib import run_pipeline  # noqa: E402
 from streamer.bench_metrics import flicker_per_min, macro_f1, stable_segments, time_to_stable  # noqa: E402
@@ -49,6 +50,17 @@ def score(results: list[dict], gt_rows: list[dict]) -> dict:
     out["nonstandard_shown_fetal"] = float(np.mean([shown[i] in fetal for i in nonstd])) if nonstd else None
     out["nonstandard_shown_fetal_raw"] = float(np.mean([raw[i] in fetal for i in nonstd])) if nonstd else None
     out["four_plane_stable_accuracy"] = float(np.mean([shown[i] == truth[i] for i in four])) if four else None
+    # Brain sub-planes: stable brain frames whose still has a named sub-plane (Tt / Tc / Tv); the shown
+    # fine label must be that one (a frame not shown as brain counts as wrong), and among frames shown brain.
+    sub_truth = {i: BRAIN_SUBPLANES[gt[res[i]["frame"]]["brain_plane"].strip()] for i in stable
+                 if truth[i] == "brain" and gt[res[i]["frame"]].get("brain_plane", "").strip()
+                 in ("Trans-thalamic", "Trans-cerebellum", "Trans-ventricular")}
+    shown_brain = [i for i in sub_truth if shown[i] == "brain"]
+    out["brain_subplane_frames"] = len(sub_truth)
+    out["brain_subplane_accuracy"] = float(np.mean([res[i]["label"] == sub_truth[i] for i in sub_truth])) \
+        if sub_truth else None
+    out["brain_subplane_accuracy_shown_brain"] = float(np.mean([res[i]["label"] == sub_truth[i]
+                                                                for i in shown_brain])) if shown_brain else None
     out["macro_f1"] = macro_f1([truth[i] for i in stable], [shown[i] for i in stable])
     out["macro_f1_raw"] = macro_f1([truth[i] for i in stable], [raw[i] for i in stable])
     segs = stable_segments(times, kinds, truth)
@@ -122,6 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--labels", action="append", required=True, metavar="CSV", help="one per VIDEO, in order")
     ap.add_argument("--model")
     ap.add_argument("--subplane-model", help="sonoplane run --subplane-model (brain sub-planes from a second model)")
+    ap.add_argument("--subplane-every", metavar="S", help="sonoplane run --subplane-every (the refiner on a cadence)")
     ap.add_argument("--fast", action="store_true", help="every frame (default: native rate, as a scanner feeds it)")
     ap.add_argument("--no-open-set", action="store_true", help="run without open-set rejection (sonoplane run --no-open-set)")
     ap.add_argument("--json", required=True, metavar="REPORT.json")
@@ -133,7 +146,8 @@ def main(argv=None) -> int:
         ap.error("give one --labels CSV per VIDEO")
     extra = (["--fast"] if args.fast else []) + (["--model", args.model] if args.model else []) \
         + (["--no-open-set"] if args.no_open_set else []) \
-        + (["--subplane-model", args.subplane_model] if args.subplane_model else [])
+        + (["--subplane-model", args.subplane_model] if args.subplane_model else []) \
+        + (["--subplane-every", args.subplane_every] if args.subplane_every else [])
     per_video, series = {}, []
     all_results, all_rows = [], []
     for video, labels in zip(args.videos, args.labels):
@@ -160,7 +174,8 @@ def main(argv=None) -> int:
     if args.timeline:
         timeline_png(series, args.timeline)
     keys = ("stable_accuracy", "stable_accuracy_raw", "four_plane_stable_accuracy", "nonstandard_shown_fetal",
-            "nonstandard_shown_fetal_raw", "macro_f1", "flicker_per_min", "time_to_stable_median_s",
+            "nonstandard_shown_fetal_raw", "brain_subplane_accuracy", "brain_subplane_accuracy_shown_brain",
+            "brain_subplane_frames", "macro_f1", "flicker_per_min", "time_to_stable_median_s",
             "time_to_stable_p90_s", "frames", "skipped")
     for k in keys:
         v = report[k]

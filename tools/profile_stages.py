@@ -38,6 +38,7 @@ SPANS = [
     ("image_state", "image_state", "update"),
     ("preprocess", "classifier", "preprocess"),
     ("model", "classifier.backend", "infer"),
+    ("subplane model", "subplanes.backend", "infer"),   # --subplane-model (on its worker with --subplane-every)
     ("smooth", "smoother", "update"),
     ("result msg", "publisher", "result"),
     ("frames topic", "publisher", "frame"),
