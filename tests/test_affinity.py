@@ -128,6 +128,7 @@ def test_bad_pinning_and_decoder_options_are_one_line(tmp_path):
     from .conftest import run_cli
     for extra, words in ((["--cpu-affinity", "loop=99"], "not available"),
                          (["--decode-threads", "frame:x"], "--decode-threads"),
-                         (["--subplane-every", "0.5"], "needs --subplane-model")):
+                         (["--subplane-every", "0.5"], "needs --subplane-model"),
+                         (["--cpu-affinity", "auto", "--source", str(SAMPLE_CLIP)], "one --source")):
         proc = run_cli("run", "--source", SAMPLE_CLIP, "--max-frames", "2", "--no-frames", *extra)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
