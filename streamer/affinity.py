@@ -14,7 +14,7 @@ Roles:
 Why: on a 2-core box the decoder's threads, the loop and the frames worker otherwise preempt each
 other on both cores; with the loop alone on one core a frame's path is never queued behind a decode
 (measured in docs/latency.md, Session 6). The value of each role is one CPU (`1`), a range (`0-1`)
-or several joined with `+` (`0+2`). `auto` is capture=0,loop=1,workers=0 on a box with at least two
+or several joined with `+` (`0+2`). `auto` is capture=0,loop=1,model=0,workers=0 on a box with at least two
 CPUs; `off` (the default) leaves scheduling to the OS.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from engines.errors import UserError
 
 ROLES = ("capture", "loop", "model", "workers")
-AUTO = "capture=0,loop=1,workers=0"
+AUTO = "capture=0,loop=1,model=0,workers=0"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ linux_two_cpus = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or
 @linux_two_cpus
 def test_affinity_specs():
     assert parse_affinity(None) is None and parse_affinity("off") is None
-    assert parse_affinity("auto") == Affinity(capture=(0,), loop=(1,), workers=(0,))
+    assert parse_affinity("auto") == Affinity(capture=(0,), loop=(1,), model=(0,), workers=(0,))
     aff = parse_affinity("loop=1, capture=0-1")
     assert aff == Affinity(capture=(0, 1), loop=(1,))
     assert aff.worker_cpus == (1,) and aff.model_cpus == (1,)        # workers / model default to the loop's

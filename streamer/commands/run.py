@@ -26,7 +26,7 @@ def add_pipeline_arguments(p) -> None:
                    help="inference threads (default 1: capture needs the other core of a 2-core box)")
     p.add_argument("--cpu-affinity", default="off", metavar="SPEC",
                    help="Linux: pin the parts to CPUs, e.g. capture=0,loop=1,workers=0 (roles capture, loop, "
-                        "model, workers), 'auto' (that one) or 'off' (default; streamer/affinity.py)")
+                        "model, workers), 'auto' (capture=0,loop=1,model=0,workers=0) or 'off' (default; streamer/affinity.py)")
     p.add_argument("--decode-threads", default="auto", metavar="TYPE[:N]",
                    help="PyAV decoder threading: auto (default), frame, slice or none, optionally :N threads")
     p.add_argument("--crop", help="auto | none | a preset name (default: the model's preset, else auto)")
