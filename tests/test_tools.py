@@ -118,3 +118,15 @@ def test_compare_labels_counts_agreement_on_common_frames(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "tools" / "compare_labels.py"), str(tmp_path / "a"),
                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux only")
+def test_multistream_bench_pins_each_stream_to_its_own_cpu(tmp_path):
+    from .conftest import SAMPLE_CLIP
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_multistream.py"), str(SAMPLE_CLIP), "--streams", "2",
+                           "--layouts", "separate", "--max-frames", "60", "--pin-each", "--json", str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["layout"] == "separate" and all(s["classified"] > 0 for s in row["streams"]), row

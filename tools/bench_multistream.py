@@ -10,6 +10,8 @@ feed it). Per N and layout: per-stream classified fps and % of frames classified
 p50 / p99 over all streams (after each stream's warm-up; blank frames left out), CPU cores of the
 whole process tree and per stream, and the session's batch sizes (shared layout). The frames topic
 is off unless --frames. Layouts are interleaved per N so a noisy neighbour hits both alike.
+`--pin-each` (separate layout): stream k's process runs wholly on CPU k mod the CPU count
+(`--cpu-affinity capture=K,loop=K,model=K,workers=K`): one core per scanner.
 """
 from __future__ import annotations
 
@@ -56,9 +58,12 @@ def run_layout(video: str, n: int, layout: str, args, extra: list[str], n_frames
             records = [record if n == 1 else Path(tmp) / f"run.{sid}.jsonl" for sid in ids]
         else:
             procs = []
-            for sid in ids:
+            cpus = sorted(os.sched_getaffinity(0)) if args.pin_each else []
+            for k, sid in enumerate(ids):
                 record = Path(tmp) / f"run.{sid}.jsonl"
-                procs.append(MeasuredProcess(_run_cmd([video], record, [sid], args, extra), ROOT, _env()))
+                pin = [f"--cpu-affinity", ",".join(f"{role}={cpus[k % len(cpus)]}" for role in
+                                                   ("capture", "loop", "model", "workers"))] if cpus else []
+                procs.append(MeasuredProcess(_run_cmd([video], record, [sid], args, extra + pin), ROOT, _env()))
                 records.append(record)
         samplers = [RssSampler(p.proc.pid) for p in procs]   # RSS of each run + its capture processes
         for r in samplers:
@@ -105,6 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", default="shared,separate", help="shared (one process), separate (N processes)")
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--frames", action="store_true", help="publish the frames topic too")
+    ap.add_argument("--pin-each", action="store_true", help="separate layout: each stream's process on its own CPU")
     ap.add_argument("--run-timeout", type=float, default=900)
     ap.add_argument("--json")
     args, extra = ap.parse_known_args(argv)
