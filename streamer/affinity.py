@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engines.errors import UserError
@@ -66,9 +67,14 @@ def _cpus(role: str, text: str, allowed: set[int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def is_off(spec: str | None) -> bool:
+    """No pinning asked for: None, empty, `off` or `none`."""
+    return spec is None or spec.strip().lower() in ("", "off", "none")
+
+
 def parse_affinity(spec: str | None) -> Affinity | None:
     """`off` / None -> None; `auto`; or role=cpus pairs. Bad input: UserError (one line)."""
-    if spec is None or spec.strip().lower() in ("", "off", "none"):
+    if is_off(spec):
         return None
     if not hasattr(os, "sched_setaffinity"):
         raise UserError("--cpu-affinity needs Linux (sched_setaffinity); use off here")
@@ -101,6 +107,11 @@ def pin_thread(cpus: tuple[int, ...] | None, native_id: int | None = None) -> bo
         return True
     except OSError:
         return False
+
+
+def pinned_worker(name: str, cpus: tuple[int, ...] | None) -> ThreadPoolExecutor:
+    """One background worker thread, pinned to `cpus` when given (`--cpu-affinity workers=...`)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=pin_thread, initargs=(cpus,))
 
 
 def process_threads() -> set[int]:

@@ -21,7 +21,7 @@ replay speed). Live sources keep the frame count and never wait.
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
@@ -29,6 +29,8 @@ import numpy as np
 
 from engines.crop import DETECT_WIDTH, PRESETS, CropRect, CropTracker, detect_ultrasound_region
 from engines.downscale import halve_times, halvings_to
+
+from .affinity import pinned_worker
 
 
 def detect_on_downscaled(frame: np.ndarray) -> CropRect | None:
@@ -45,6 +47,14 @@ MEDIA_FRAME_S = 1 / 30
 # A media-time verdict is waited for at most this long (a few ms is typical); later, it is dropped
 # and the region kept, as for a blank frame.
 VERDICT_WAIT_S = 5.0
+
+
+def verdict_within(future: Future, timeout_s: float = VERDICT_WAIT_S):
+    """A background job's result, waited for at most timeout_s; None when it is later than that."""
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        return None
 
 
 def snap_size(rect: CropRect, multiple: int = SIZE_MULTIPLE) -> CropRect:
@@ -71,9 +81,7 @@ class BackgroundCropTracker(CropTracker):
     def __init__(self, preset: str | None = "auto", redetect_every: int = 15, accept_after: int = 2,
                  min_change_iou: float = 0.9, cpus: tuple[int, ...] | None = None):
         super().__init__(preset, redetect_every, accept_after, min_change_iou)
-        from .affinity import pin_thread   # cpus: sonoplane run --cpu-affinity workers=...
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crop-redetect",
-                                        initializer=pin_thread, initargs=(cpus,))
+        self._pool = pinned_worker("crop-redetect", cpus)   # cpus: sonoplane run --cpu-affinity workers=...
         self._pending: tuple[Future, tuple] | None = None
         self._media_slot: int | None = None      # the media-time grid cell of the last detection
 
@@ -106,7 +114,7 @@ class BackgroundCropTracker(CropTracker):
             future, shape = self._pending
             self._pending = None
             if shape == frame.shape:
-                self._consider(self._verdict(future))
+                self._consider(verdict_within(future))
         if slot is None:
             self._frames_since_detect += 1
             due = self._frames_since_detect >= self.redetect_every
@@ -120,13 +128,6 @@ class BackgroundCropTracker(CropTracker):
                 small = frame.copy()             # the worker must own what it reads
             self._pending = (self._pool.submit(_detect_scaled, small, w, h), frame.shape)
         return self.rect
-
-    @staticmethod
-    def _verdict(future: Future) -> CropRect | None:
-        try:
-            return future.result(timeout=VERDICT_WAIT_S)
-        except FutureTimeout:
-            return None
 
     def wait(self, timeout_s: float = 5.0) -> None:
         """Block until a re-detection in flight is done (tests; the pipeline never waits)."""

@@ -173,7 +173,7 @@ class Pipeline:
         self.affinity = parse_affinity(cfg.cpu_affinity)
         aff = self.affinity or Affinity()
         pin_process(aff.loop)
-        threads_before = process_threads()
+        threads_before = process_threads() if aff.model else set()
         # Several streams may share one classifier (streamer/multistream.py: one model session).
         self.classifier = classifier or PlaneClassifier(cfg.model, backend=cfg.backend, threads=cfg.threads)
         info = self.classifier.info

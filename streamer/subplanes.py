@@ -17,8 +17,7 @@ the first refiner verdict.
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -26,13 +25,14 @@ from engines.errors import UserError
 from engines.preprocess import Preprocessor
 from engines.subplanes import mapping_for
 
+from .affinity import pinned_worker
+from .croptrack import verdict_within
 from .infer import open_model, softmax_with_temperature
 
 
 # Files: a refiner verdict is taken this much media time after its input frame (3 frames at 30 fps,
 # 6 at 60): long enough that the worker is nearly always done, short beside the label smoothing.
 APPLY_AFTER_S = 0.1
-VERDICT_WAIT_S = 5.0        # a file's verdict is waited for at most this long, then dropped
 
 
 class SubplaneStage:
@@ -52,9 +52,7 @@ class SubplaneStage:
         self._pending: tuple[Future, float] | None = None   # (refiner call, clock time of its input)
         self._pool = None
         if self.every_s > 0:
-            from .affinity import pin_thread   # cpus: sonoplane run --cpu-affinity workers=...
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="subplanes",
-                                            initializer=pin_thread, initargs=(cpus,))
+            self._pool = pinned_worker("subplanes", cpus)   # cpus: sonoplane run --cpu-affinity workers=...
 
     def _source(self, roi: np.ndarray, half: np.ndarray, halvings_done: int) -> np.ndarray:
         own = self.preprocess.halvings(roi.shape[1], roi.shape[0])
@@ -90,10 +88,9 @@ class SubplaneStage:
                 self._pending = None
             elif (wait and t >= t_input + APPLY_AFTER_S - 1e-9) or (not wait and future.done()):
                 self._pending = None
-                try:
-                    self._split = future.result(timeout=VERDICT_WAIT_S)
-                except FutureTimeout:
-                    pass                          # very late: keep the split held so far
+                verdict = verdict_within(future)
+                if verdict is not None:           # very late (None): keep the split held so far
+                    self._split = verdict
         cell = math.floor(t / self.every_s)
         if cell != self._cell and self._pending is None:
             self._cell = cell

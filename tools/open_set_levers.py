@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engines.open_set import (NormalisedScore, logit_score, release_at_same_quantile,  # noqa: E402
                               threshold_at_reject_rate)
+from calibration.temperature import softmax as calibration_softmax  # noqa: E402
 from engines.planes import plane_matrix  # noqa: E402
 
 FETAL = ("brain", "abdomen", "femur", "thorax")
@@ -59,11 +60,8 @@ def load(path: str) -> tuple[dict, dict]:
 
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / temperature
     with np.errstate(invalid="ignore"):         # rows of NaN: frames a model did not run on stay NaN
-        z = z - z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+        return calibration_softmax(logits, temperature)
 
 
 class Outputs:

@@ -126,7 +126,8 @@ def main(args) -> int:
     from ..pipeline import Pipeline
 
     sources = args.source
-    if len(sources) > 1 and str(getattr(args, "cpu_affinity", "off")).lower() not in ("off", "none", ""):
+    from ..affinity import is_off
+    if len(sources) > 1 and not is_off(getattr(args, "cpu_affinity", None)):
         raise UserError("--cpu-affinity is for one --source (run one process per source to pin each)")
     if len(sources) > 1:             # several scanners: one model session, cross-stream batching
         from ..multistream import run_many
