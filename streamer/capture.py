@@ -136,6 +136,7 @@ class CaptureOptions:
     yuv420: bool = True       # hand YUV 4:2:0 video over as planes (no BGR conversion); False: BGR always
     decode_threads: str | None = None     # PyAV decoder threading, TYPE[:N] (sources.parse_decode_threads)
     cpus: tuple[int, ...] | None = None   # pin this process and its threads (streamer/affinity.py)
+    realtime_priority: int | None = None  # SCHED_FIFO for this process and its threads (streamer/realtime.py)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -200,6 +201,14 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
             events.send(event)
         except (OSError, ValueError):            # parent gone
             ctl.stopped = True
+
+    if opts.realtime_priority:   # before the source opens: FFmpeg's decoder threads inherit it
+        from .realtime import set_fifo_process
+        try:
+            set_fifo_process(opts.realtime_priority)
+        except OSError as exc:   # the parent checked the permission: a cgroup without RT runtime
+            send("error", f"capture: real-time scheduling refused ({exc.strerror or exc})", None)
+            return
 
     shm = shared_memory.SharedMemory(name=shm_name)
     header = np.ndarray((1,), HEADER, buffer=shm.buf[:HEADER.itemsize])

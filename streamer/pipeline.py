@@ -25,6 +25,7 @@ from .capture import CaptureOptions, CaptureProcess
 from engines.downscale import halve_times
 from .affinity import Affinity, parse_affinity, pin_process, pin_thread, process_threads
 from .croptrack import BackgroundCropTracker
+from .realtime import check_permission, parse_realtime, realtime_thread, set_fifo
 from engines.errors import SourceError, UserError
 from .exam.heatmap import small_cam
 from .frames_topic import worker_nice
@@ -51,6 +52,7 @@ class PipelineConfig:
     subplane_model: str | None = None        # a second plane model for brain sub-planes (streamer/subplanes.py)
     subplane_every_s: float = 0.0            # run it once per this much clock time (0: every brain frame)
     cpu_affinity: str | None = None          # pin capture / loop / model / workers (streamer/affinity.py)
+    realtime: str | None = None              # SCHED_FIFO for loop / model / capture (streamer/realtime.py)
     decode_threads: str | None = None        # PyAV decoder threading TYPE[:N] (streamer/sources.py)
     backend: str = "onnxruntime"
     threads: int = 1
@@ -173,9 +175,19 @@ class Pipeline:
         self.affinity = parse_affinity(cfg.cpu_affinity)
         aff = self.affinity or Affinity()
         pin_process(aff.loop)
-        threads_before = process_threads() if aff.model else set()
+        # --realtime-priority: SCHED_FIFO for the loop during run(), the plane model's extra intra-op
+        # threads (found as the threads its session adds) and the capture process.
+        self.realtime = parse_realtime(cfg.realtime)
+        check_permission(self.realtime)          # refused: one line, before anything starts
+        rt_model = self.realtime.model if self.realtime else None
+        if rt_model and cfg.backend == "onnxruntime":
+            import onnxruntime  # noqa: F401  (its import starts a thread of its own, not the model's pool)
+        threads_before = process_threads() if aff.model or rt_model else set()
         # Several streams may share one classifier (streamer/multistream.py: one model session).
         self.classifier = classifier or PlaneClassifier(cfg.model, backend=cfg.backend, threads=cfg.threads)
+        if rt_model:
+            for tid in process_threads() - threads_before:   # the plane model's intra-op pool
+                set_fifo(rt_model, tid)
         info = self.classifier.info
         if info.task != "plane":
             raise UserError(f"{info.path}: not a plane model (task {info.task!r})")
@@ -234,13 +246,18 @@ class Pipeline:
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
                               max_frames=cfg.max_frames, open_deadline_s=cfg.open_deadline_s,
                               decode_threads=cfg.decode_threads,
-                              cpus=self.affinity.capture if self.affinity else None)
+                              cpus=self.affinity.capture if self.affinity else None,
+                              realtime_priority=self.realtime.capture if self.realtime else None)
         t_start, cpu_start = time.monotonic(), _cpu_seconds()
         recent: list[float] = []
         last_status = last_frame = time.monotonic()
         cap = None
         try:
-            with CaptureProcess(opts) as cap:
+            with CaptureProcess(opts) as cap, \
+                    realtime_thread(self.realtime.loop if self.realtime else None) as loop_rt:
+                if self.realtime and self.realtime.loop and not loop_rt:
+                    self.log("--realtime-priority: the kernel refused real-time scheduling for the loop; "
+                             "it runs normal", file=sys.stderr)
                 while not self.stop.is_set() and self.stop_signal is None:
                     for state, message in cap.poll_events():
                         self._status(cap, state, message, summary)

@@ -27,6 +27,10 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--cpu-affinity", default="off", metavar="SPEC",
                    help="Linux: pin the parts to CPUs, e.g. capture=0,loop=1,workers=0 (roles capture, loop, "
                         "model, workers), 'auto' (capture=0,loop=1,model=0,workers=0) or 'off' (default; streamer/affinity.py)")
+    p.add_argument("--realtime-priority", default="off", metavar="SPEC",
+                   help="Linux: SCHED_FIFO for the loop thread ('10'), or per role loop=N,model=N,capture=N "
+                        "(model: the plane model's extra intra-op threads, needs --threads 2+; capture: the "
+                        "capture process); needs root / CAP_SYS_NICE / ulimit -r; default off (streamer/realtime.py)")
     p.add_argument("--decode-threads", default="auto", metavar="TYPE[:N]",
                    help="PyAV decoder threading: auto (default), frame, slice or none, optionally :N threads")
     p.add_argument("--crop", help="auto | none | a preset name (default: the model's preset, else auto)")
@@ -86,9 +90,15 @@ def pipeline_config(args, source: str):
     parse_affinity(cpu_affinity)                         # bad input: one line, before anything starts
     decode_threads = getattr(args, "decode_threads", None)
     parse_decode_threads(decode_threads)
+    from ..realtime import check_permission, parse_realtime
+    realtime = getattr(args, "realtime_priority", None)
+    rt = parse_realtime(realtime)
+    if rt is not None and rt.model and args.threads < 2:
+        raise UserError("--realtime-priority model=N needs --threads 2 or more (the model's extra threads)")
+    check_permission(rt)
     return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
                           subplane_model=args.subplane_model, subplane_every_s=subplane_every or 0.0,
-                          cpu_affinity=cpu_affinity, decode_threads=decode_threads,
+                          cpu_affinity=cpu_affinity, decode_threads=decode_threads, realtime=realtime,
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
@@ -129,6 +139,9 @@ def main(args) -> int:
     from ..affinity import is_off
     if len(sources) > 1 and not is_off(getattr(args, "cpu_affinity", None)):
         raise UserError("--cpu-affinity is for one --source (run one process per source to pin each)")
+    from ..realtime import is_off as realtime_off
+    if len(sources) > 1 and not realtime_off(getattr(args, "realtime_priority", None)):
+        raise UserError("--realtime-priority is for one --source (run one process per source)")
     if len(sources) > 1:             # several scanners: one model session, cross-stream batching
         from ..multistream import run_many
         return run_many(args, sources)
