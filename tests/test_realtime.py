@@ -124,3 +124,24 @@ def test_bad_realtime_options_are_one_line():
                          (["--realtime-priority", "5", "--source", str(SAMPLE_CLIP)], "one --source")):
         proc = run_cli("run", "--source", SAMPLE_CLIP, "--max-frames", "2", "--no-frames", *extra)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("gc_mode", ["default", "off"])
+def test_profile_stages_tail_splits_each_frame(tmp_path, gc_mode):
+    """tools/profile_stages.py --tail: every classified frame after the warm-up is split into parts that add
+    up to its capture->loop-end time; with the collector off no collection is seen."""
+    out = tmp_path / "tail.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_stages.py"), str(SAMPLE_CLIP), "--tail",
+                           "--fast", "--no-frames", "--max-frames", "60", "--warmup", "10", "--gc", gc_mode,
+                           "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "gc inside loop bodies" in proc.stdout
+    data = json.loads(out.read_text())
+    tail = data["tail"]
+    assert tail["frames"] == data["classified"] - 10
+    mean = tail["all_mean"]
+    assert abs(mean["wait"] + mean["copy"] + mean["gap"] + mean["body"] - mean["total"]) < 0.05, mean
+    assert 0 < mean["cpu"] <= mean["body"] + 0.5 and mean["run_delay"] >= 0 and mean["runs"] >= 1
+    if gc_mode == "off":
+        assert tail["gc"] == {} and tail["gc_in_loop_body"] == 0

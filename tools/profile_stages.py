@@ -79,7 +79,7 @@ def _wrap(owner, name: str, wall: list, cpu: list) -> None:
     setattr(owner, name, _Timed(getattr(owner, name), wall, cpu))
 
 
-def profile(pipeline: Pipeline) -> tuple[dict, object]:
+def profile(pipeline: Pipeline, tail: "TailProbe | None" = None) -> tuple[dict, object]:
     spans: dict[str, list] = {}
     cpu: dict[str, list] = {}
 
@@ -109,6 +109,8 @@ def profile(pipeline: Pipeline) -> tuple[dict, object]:
             break
     spans["loop body"], cpu["loop body"] = [], []
     _wrap(pipeline, "_process", spans["loop body"], cpu["loop body"])
+    if tail is not None:
+        tail.attach(pipeline)
     # The capture process is our only child: its CPU (decode, conversion, copy into shared memory)
     # is what RUSAGE_CHILDREN gains over the run (it is joined before run() returns).
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -116,6 +118,111 @@ def profile(pipeline: Pipeline) -> tuple[dict, object]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary.capture_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return spans, cpu, summary
+
+
+def _schedstat() -> tuple[int, int, int]:
+    """This thread's (ns on CPU, ns waiting on a run queue, times run) from /proc/thread-self/schedstat."""
+    with open("/proc/thread-self/schedstat") as f:
+        on_cpu, run_delay, runs = f.read().split()
+    return int(on_cpu), int(run_delay), int(runs)
+
+
+class TailProbe:
+    """--tail: where the time of each frame goes, to explain the frames that miss one frame period.
+
+    Per frame: waiting (capture stamp -> the loop starts taking it from the slot: wake-up of the
+    loop, or the previous frame's body still running), the slot copy, the loop body's wall time,
+    its thread CPU, its run-queue delay (the kernel's schedstat: runnable but another thread had
+    the CPU), the garbage collector's time inside it (gc.callbacks), and what is left (blocked:
+    the GIL, ONNX Runtime waiting for its other intra-op thread, I/O). ~60 us per frame of reads."""
+
+    def __init__(self):
+        import gc
+        self.gcs: list[tuple[float, float, int, int, int]] = []   # (start, end, generation, thread, collected)
+        self._gc_start: dict[int, float] = {}
+        self.frames: list[dict] = []
+        self.takes: list[tuple[float, float]] = []
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        import threading
+        tid = threading.get_native_id()
+        if phase == "start":
+            self._gc_start[tid] = time.monotonic()
+        elif tid in self._gc_start:
+            self.gcs.append((self._gc_start.pop(tid), time.monotonic(), info["generation"], tid,
+                             info.get("collected", 0)))
+
+    def attach(self, pipeline: Pipeline) -> None:
+        import streamer.capture as capture_module
+        probe = self
+        take = capture_module.CaptureProcess._take
+
+        def timed_take(cap):
+            t0 = time.monotonic()
+            frame = take(cap)
+            if frame is not None:
+                probe.takes.append((t0, time.monotonic()))
+            return frame
+        pipeline_module.CaptureProcess._take = timed_take
+        process = pipeline._process
+
+        def timed_process(frame, *a, **k):
+            t_take = probe.takes[-1] if probe.takes else (None, None)
+            t0, c0, s0 = time.monotonic(), time.thread_time(), _schedstat()
+            try:
+                return process(frame, *a, **k)
+            finally:
+                t1, c1, s1 = time.monotonic(), time.thread_time(), _schedstat()
+                probe.frames.append({"t_cap": frame.t_capture_mono, "take": t_take, "start": t0, "end": t1,
+                                     "cpu_ms": (c1 - c0) * 1e3, "run_delay_ms": (s1[1] - s0[1]) / 1e6,
+                                     "runs": s1[2] - s0[2], "tid": __import__("threading").get_native_id()})
+        pipeline._process = timed_process
+
+    def report(self, warmup: int, period_ms: float) -> dict:
+        import gc
+        gc.callbacks.remove(self._on_gc)
+        rows = []
+        for f in self.frames[warmup:]:
+            take0, take1 = f["take"]
+            if take0 is None:
+                continue
+            in_body = [(a, b) for a, b, _, tid, _ in self.gcs if tid == f["tid"] and a >= f["start"] and b <= f["end"]]
+            gc_ms = sum(b - a for a, b in in_body) * 1e3
+            body = (f["end"] - f["start"]) * 1e3
+            rows.append({"total": (f["end"] - f["t_cap"]) * 1e3, "wait": (take0 - f["t_cap"]) * 1e3,
+                         "copy": (take1 - take0) * 1e3, "gap": (f["start"] - take1) * 1e3, "body": body,
+                         "cpu": f["cpu_ms"], "run_delay": f["run_delay_ms"], "gc": gc_ms, "gcs": len(in_body),
+                         "blocked": max(0.0, body - f["cpu_ms"] - f["run_delay_ms"]), "runs": f["runs"]})
+        gens = {}
+        for a, b, gen, _, _ in self.gcs:
+            gens.setdefault(gen, []).append((b - a) * 1e3)
+        keys = ("total", "wait", "copy", "gap", "body", "cpu", "run_delay", "blocked", "gc", "gcs", "runs")
+        slow = [r for r in rows if r["total"] > period_ms]
+        summary = {"frames": len(rows), "over_period": len(slow), "period_ms": period_ms,
+                   "all_mean": {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in keys},
+                   "slow_mean": {k: float(np.mean([r[k] for r in slow])) if slow else 0.0 for k in keys},
+                   "all_p99": {k: float(np.percentile([r[k] for r in rows], 99)) if rows else 0.0 for k in keys},
+                   "gc": {str(g): {"n": len(v), "mean_ms": float(np.mean(v)), "max_ms": float(np.max(v)),
+                                   "total_ms": float(np.sum(v))} for g, v in sorted(gens.items())},
+                   "gc_in_loop_body": int(sum(r["gcs"] for r in rows)),
+                   "slow_with_gc": int(sum(1 for r in slow if r["gcs"]))}
+        return summary
+
+
+def print_tail(t: dict) -> None:
+    print(f"\ntail: {t['over_period']} of {t['frames']} frames over {t['period_ms']:.1f} ms capture->loop end")
+    print(f"{'ms per frame':<22} " + " ".join(f"{k:>9}" for k in t["all_mean"]))
+    for name, key in (("mean, all frames", "all_mean"), ("p99, all frames", "all_p99"),
+                      ("mean, frames over", "slow_mean")):
+        print(f"{name:<22} " + " ".join(f"{v:>9.2f}" for v in t[key].values()))
+    print("(wait: capture stamp -> the loop takes the frame; copy: slot copy; gap: take -> body; blocked: body wall "
+          "- CPU - run-queue delay; gcs, runs: counts)")
+    for gen, g in t["gc"].items():
+        print(f"gc generation {gen}: {g['n']} collections (all threads), mean {g['mean_ms']:.2f} ms, "
+              f"max {g['max_ms']:.2f} ms, total {g['total_ms']:.1f} ms")
+    print(f"gc inside loop bodies: {t['gc_in_loop_body']}; frames over the period with a gc in their body: "
+          f"{t['slow_with_gc']}")
 
 
 def table(spans: dict, cpu: dict, warmup: int) -> list[dict]:
@@ -136,12 +243,27 @@ def main(argv=None) -> int:
     ap.add_argument("video")
     ap.add_argument("--warmup", type=int, default=30, help="leave out the first N calls of each span")
     ap.add_argument("--json", help="write the table and run figures as JSON")
+    ap.add_argument("--tail", action="store_true",
+                    help="also break each frame's capture->loop-end time into wait / copy / body (CPU, "
+                         "run-queue delay, GC, blocked) and list the garbage collections (TailProbe)")
+    ap.add_argument("--period-ms", type=float, default=1000 / 60, help="with --tail: the frame period (60 fps)")
+    ap.add_argument("--gc", choices=("default", "freeze", "off"), default="default",
+                    help="the garbage collector during the run: as is, gc.freeze() after the models load "
+                         "(what exists then is never scanned again), or disabled (to measure its share)")
     add_pipeline_arguments(ap)
     args = ap.parse_args(argv)
     if args.publish == "tcp://127.0.0.1:5555":
         args.publish = "tcp://127.0.0.1:*"
     cfg = pipeline_config(args, args.video)
-    spans, cpu, summary = profile(Pipeline(cfg, log=lambda *a, **k: None))
+    pipeline = Pipeline(cfg, log=lambda *a, **k: None)
+    import gc
+    if args.gc == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif args.gc == "off":
+        gc.disable()
+    tail = TailProbe() if args.tail else None
+    spans, cpu, summary = profile(pipeline, tail)
     rows = table(spans, cpu, args.warmup)
     pct = summary.percentiles()
     delivered = max(1, summary.frames_seen)
@@ -157,9 +279,12 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['span']:<14} {r['n']:>6} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['mean']:>8.2f} "
               f"{r['cpu_p50']:>8.2f} {r['cpu_mean']:>8.2f}")
+    tail_summary = tail.report(args.warmup, args.period_ms) if tail is not None else None
+    if tail_summary is not None:
+        print_tail(tail_summary)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "video": args.video, "rows": rows, "classified": summary.classified,
+            "video": args.video, "rows": rows, "tail": tail_summary, "classified": summary.classified,
             "frames": summary.frames_seen, "latency": pct, "capture_cpu_ms_per_frame": capture_ms,
             "process_cpu_ms_per_classified": main_ms,
             "cores": summary.cpu_s / max(summary.wall_s, 1e-9)}, indent=1))
