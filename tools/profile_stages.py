@@ -110,7 +110,7 @@ def profile(pipeline: Pipeline, tail: "TailProbe | None" = None) -> tuple[dict, 
     spans["loop body"], cpu["loop body"] = [], []
     _wrap(pipeline, "_process", spans["loop body"], cpu["loop body"])
     if tail is not None:
-        tail.attach(pipeline)
+        tail.attach(pipeline, spans.get("model"), cpu.get("model"))
     # The capture process is our only child: its CPU (decode, conversion, copy into shared memory)
     # is what RUSAGE_CHILDREN gains over the run (it is joined before run() returns).
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -153,7 +153,7 @@ class TailProbe:
             self.gcs.append((self._gc_start.pop(tid), time.monotonic(), info["generation"], tid,
                              info.get("collected", 0)))
 
-    def attach(self, pipeline: Pipeline) -> None:
+    def attach(self, pipeline: Pipeline, model_wall: list | None = None, model_cpu: list | None = None) -> None:
         import streamer.capture as capture_module
         probe = self
         take = capture_module.CaptureProcess._take
@@ -169,6 +169,7 @@ class TailProbe:
 
         def timed_process(frame, *a, **k):
             t_take = probe.takes[-1] if probe.takes else (None, None)
+            n_model = len(model_wall) if model_wall is not None else 0
             t0, c0, s0 = time.monotonic(), time.thread_time(), _schedstat()
             try:
                 return process(frame, *a, **k)
@@ -176,7 +177,9 @@ class TailProbe:
                 t1, c1, s1 = time.monotonic(), time.thread_time(), _schedstat()
                 probe.frames.append({"t_cap": frame.t_capture_mono, "take": t_take, "start": t0, "end": t1,
                                      "cpu_ms": (c1 - c0) * 1e3, "run_delay_ms": (s1[1] - s0[1]) / 1e6,
-                                     "runs": s1[2] - s0[2], "tid": __import__("threading").get_native_id()})
+                                     "runs": s1[2] - s0[2], "tid": __import__("threading").get_native_id(),
+                                     "model_wall": sum(model_wall[n_model:]) if model_wall is not None else 0.0,
+                                     "model_cpu": sum(model_cpu[n_model:]) if model_cpu is not None else 0.0})
         pipeline._process = timed_process
 
     def report(self, warmup: int, period_ms: float) -> dict:
@@ -193,11 +196,13 @@ class TailProbe:
             rows.append({"total": (f["end"] - f["t_cap"]) * 1e3, "wait": (take0 - f["t_cap"]) * 1e3,
                          "copy": (take1 - take0) * 1e3, "gap": (f["start"] - take1) * 1e3, "body": body,
                          "cpu": f["cpu_ms"], "run_delay": f["run_delay_ms"], "gc": gc_ms, "gcs": len(in_body),
-                         "blocked": max(0.0, body - f["cpu_ms"] - f["run_delay_ms"]), "runs": f["runs"]})
+                         "blocked": max(0.0, body - f["cpu_ms"] - f["run_delay_ms"]), "runs": f["runs"],
+                         "model": f["model_wall"], "model_cpu": f["model_cpu"]})
         gens = {}
         for a, b, gen, _, _ in self.gcs:
             gens.setdefault(gen, []).append((b - a) * 1e3)
-        keys = ("total", "wait", "copy", "gap", "body", "cpu", "run_delay", "blocked", "gc", "gcs", "runs")
+        keys = ("total", "wait", "copy", "gap", "body", "cpu", "run_delay", "blocked", "gc", "gcs", "runs", "model",
+                "model_cpu")
         slow = [r for r in rows if r["total"] > period_ms]
         summary = {"frames": len(rows), "over_period": len(slow), "period_ms": period_ms,
                    "all_mean": {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in keys},
@@ -217,7 +222,7 @@ def print_tail(t: dict) -> None:
                       ("mean, frames over", "slow_mean")):
         print(f"{name:<22} " + " ".join(f"{v:>9.2f}" for v in t[key].values()))
     print("(wait: capture stamp -> the loop takes the frame; copy: slot copy; gap: take -> body; blocked: body wall "
-          "- CPU - run-queue delay; gcs, runs: counts)")
+          "- CPU - run-queue delay; gcs, runs: counts; model, model_cpu: the plane model's wall and thread CPU)")
     for gen, g in t["gc"].items():
         print(f"gc generation {gen}: {g['n']} collections (all threads), mean {g['mean_ms']:.2f} ms, "
               f"max {g['max_ms']:.2f} ms, total {g['total_ms']:.1f} ms")
@@ -247,6 +252,9 @@ def main(argv=None) -> int:
                     help="also break each frame's capture->loop-end time into wait / copy / body (CPU, "
                          "run-queue delay, GC, blocked) and list the garbage collections (TailProbe)")
     ap.add_argument("--period-ms", type=float, default=1000 / 60, help="with --tail: the frame period (60 fps)")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="sys.setswitchinterval for the run: how long a thread waiting for the GIL lets the "
+                         "holder run before asking it to drop the GIL (Python's default 5 ms)")
     ap.add_argument("--gc", choices=("default", "freeze", "off"), default="default",
                     help="the garbage collector during the run: as is, gc.freeze() after the models load "
                          "(what exists then is never scanned again), or disabled (to measure its share)")
@@ -262,6 +270,8 @@ def main(argv=None) -> int:
         gc.freeze()
     elif args.gc == "off":
         gc.disable()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     tail = TailProbe() if args.tail else None
     spans, cpu, summary = profile(pipeline, tail)
     rows = table(spans, cpu, args.warmup)
