@@ -135,6 +135,7 @@ class CaptureOptions:
     max_frames: int | None = None
     yuv420: bool = True       # hand YUV 4:2:0 video over as planes (no BGR conversion); False: BGR always
     decode_threads: str | None = None     # PyAV decoder threading, TYPE[:N] (sources.parse_decode_threads)
+    skip_loop_filter: str | None = None   # H.264/HEVC deblocking skipped on these frames (pixel-changing)
     cpus: tuple[int, ...] | None = None   # pin this process and its threads (streamer/affinity.py)
     realtime_priority: int | None = None  # SCHED_FIFO for this process and its threads (streamer/realtime.py)
 
@@ -226,7 +227,8 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
             try:
                 src = open_source(opts.source, pix_fmt=opts.pix_fmt, size=opts.size,
                                   open_timeout_s=opts.open_timeout_s, read_timeout_s=opts.read_timeout_s,
-                                  yuv420=opts.yuv420, decode_threads=opts.decode_threads)
+                                  yuv420=opts.yuv420, decode_threads=opts.decode_threads,
+                                  skip_loop_filter=opts.skip_loop_filter)
             except SourceError as exc:
                 live = _is_live(opts.source)
                 waited = time.monotonic() - t_start

@@ -25,6 +25,7 @@ from .capture import CaptureOptions, CaptureProcess
 from engines.downscale import halve_times
 from .affinity import Affinity, parse_affinity, pin_process, pin_thread, process_threads
 from .croptrack import BackgroundCropTracker
+from .cvthreads import DEFAULT_OPENCV_THREADS, set_opencv_threads
 from .realtime import check_permission, parse_realtime, realtime_thread, set_fifo
 from engines.errors import SourceError, UserError
 from .exam.heatmap import small_cam
@@ -54,6 +55,8 @@ class PipelineConfig:
     cpu_affinity: str | None = None          # pin capture / loop / model / workers (streamer/affinity.py)
     realtime: str | None = None              # SCHED_FIFO for loop / model / capture (streamer/realtime.py)
     decode_threads: str | None = None        # PyAV decoder threading TYPE[:N] (streamer/sources.py)
+    skip_loop_filter: str | None = None      # opt-in, pixel-changing: decode without deblocking
+    opencv_threads: int = DEFAULT_OPENCV_THREADS   # OpenCV's pool in this process (streamer/cvthreads.py)
     backend: str = "onnxruntime"
     threads: int = 1
     publish: str = DEFAULT_ADDRESS
@@ -175,6 +178,7 @@ class Pipeline:
         self.affinity = parse_affinity(cfg.cpu_affinity)
         aff = self.affinity or Affinity()
         pin_process(aff.loop)
+        set_opencv_threads(cfg.opencv_threads)
         # --realtime-priority: SCHED_FIFO for the loop during run(), the plane model's extra intra-op
         # threads (found as the threads its session adds) and the capture process.
         self.realtime = parse_realtime(cfg.realtime)
@@ -245,7 +249,7 @@ class Pipeline:
         opts = CaptureOptions(cfg.source, fast=cfg.fast, pix_fmt=cfg.pix_fmt, size=cfg.size,
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
                               max_frames=cfg.max_frames, open_deadline_s=cfg.open_deadline_s,
-                              decode_threads=cfg.decode_threads,
+                              decode_threads=cfg.decode_threads, skip_loop_filter=cfg.skip_loop_filter,
                               cpus=self.affinity.capture if self.affinity else None,
                               realtime_priority=self.realtime.capture if self.realtime else None)
         t_start, cpu_start = time.monotonic(), _cpu_seconds()

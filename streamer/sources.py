@@ -25,6 +25,11 @@ from engines.errors import SourceError
 MAX_CONSECUTIVE_ERRORS = 500   # damaged packets in a row (about 15 s of 30 fps video) before giving up
 NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "srt", "tcp", "http", "https", "rtmp")
 DECODE_THREAD_TYPES = ("auto", "frame", "slice", "none")
+# FFmpeg's skip_loop_filter (AVDiscard): which frames the H.264 / HEVC decoder leaves unfiltered
+# (no deblocking). Cheaper decode, different pixels: opt-in, measured in docs/latency.md "Session 7".
+# noref: frames no other frame predicts from (errors do not spread); bidir: B-frames; nokey: all
+# but keyframes; all: every frame (errors spread along prediction until the next keyframe).
+SKIP_LOOP_FILTER = ("off", "noref", "bidir", "nokey", "all")
 
 
 def parse_decode_threads(text: str | None) -> tuple[str, int]:
@@ -44,6 +49,15 @@ def parse_decode_threads(text: str | None) -> tuple[str, int]:
     if n < 0 or n > 64:
         raise SourceError(f"--decode-threads {text}: the thread count must be 0 (FFmpeg's choice) to 64")
     return kind.upper(), n
+
+
+def parse_skip_loop_filter(text: str | None) -> str | None:
+    """`sonoplane run --skip-loop-filter WHICH` -> FFmpeg's skip_loop_filter value, or None for
+    off (the decoder's normal, filtered output). Bad input: SourceError (one line)."""
+    value = (text or "off").strip().lower()
+    if value not in SKIP_LOOP_FILTER:
+        raise SourceError(f"--skip-loop-filter {text}: choose {', '.join(SKIP_LOOP_FILTER)}")
+    return None if value == "off" else value
 
 
 @dataclass
@@ -97,7 +111,7 @@ class PyAVSource:
 
     def __init__(self, spec: str, kind: str, pix_fmt: str | None = None, size: str | None = None,
                  open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False,
-                 decode_threads: str | None = None):
+                 decode_threads: str | None = None, skip_loop_filter: str | None = None):
         import av
 
         self.spec, self.kind = spec, kind
@@ -148,6 +162,9 @@ class PyAVSource:
         if thread_count:
             self.stream.codec_context.thread_count = thread_count
         ctx = self.stream.codec_context
+        skip = parse_skip_loop_filter(skip_loop_filter)
+        if skip is not None:     # read when the decoder opens (PyAV opens it on the first packet)
+            ctx.options = {**ctx.options, "skip_loop_filter": skip}
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.info = SourceInfo(url=spec, kind=kind, width=ctx.width or 0, height=ctx.height or 0,
                                fps=float(rate) if rate else 0.0,
@@ -273,14 +290,16 @@ def _yuv420_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
 
 def open_source(spec: str, pix_fmt: str | None = None, size: str | None = None,
                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0, yuv420: bool = False,
-                decode_threads: str | None = None):
+                decode_threads: str | None = None, skip_loop_filter: str | None = None):
     """yuv420: yield the decoder's YUV 4:2:0 planes where a frame has them (the capture process);
-    the OpenCV camera source is always BGR. decode_threads: parse_decode_threads (PyAV sources)."""
+    the OpenCV camera source is always BGR. decode_threads: parse_decode_threads; skip_loop_filter:
+    parse_skip_loop_filter (PyAV sources)."""
     kind = classify_spec(str(spec))
     if kind == "camera":
         return OpenCVSource(spec, size=size)
     return PyAVSource(spec, kind, pix_fmt=pix_fmt, size=size, open_timeout_s=open_timeout_s,
-                      read_timeout_s=read_timeout_s, yuv420=yuv420, decode_threads=decode_threads)
+                      read_timeout_s=read_timeout_s, yuv420=yuv420, decode_threads=decode_threads,
+                      skip_loop_filter=skip_loop_filter)
 
 
 def _reason(exc: BaseException) -> str:

@@ -130,3 +130,22 @@ def test_multistream_bench_pins_each_stream_to_its_own_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
     row = json.loads(out.read_text())["rows"][0]
     assert row["layout"] == "separate" and all(s["classified"] > 0 for s in row["streams"]), row
+
+
+def test_profile_stages_reports_steady_state_cpu_per_thread(tmp_path):
+    """tools/profile_stages.py on the bundled clip: per-span figures, and the steady-state CPU of
+    every thread of the sonoplane process and of the capture process (issue 11's CPU budget)."""
+    from .conftest import SAMPLE_CLIP
+    out = tmp_path / "stages.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_stages.py"), str(SAMPLE_CLIP), "--fast",
+                           "--max-frames", "120", "--warmup", "20", "--json", str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["classified"] == 120
+    spans = {row["span"] for row in r["rows"]}
+    assert {"model", "preprocess", "loop body", "frames prepare"} <= spans
+    threads = r["steady_thread_cpu_ms_per_classified"]
+    assert threads["main (the loop)"] > 0 and "frames-topic" in threads
+    assert r["steady_capture_cpu_ms_per_frame"] > 0
+    assert "per thread" in proc.stdout

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Decode cost of the capture process: PyAV threading modes and the colour conversion, measured.
 
-    python tools/bench_decode.py VIDEO [--frames 300] [--rounds 2] [--pin CPUS] [--json OUT.json]
+    python tools/bench_decode.py VIDEO [--frames 300] [--rounds 2] [--pin CPUS] [--skip-loop-filter] [--json OUT.json]
 
 The capture process (streamer/capture.py, streamer/sources.py) decodes with PyAV; YUV 4:2:0 video
 goes into shared memory as the decoder's planes (the luma path, streamer/yuv.py), anything else is
@@ -34,9 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 VARIANTS = [("no threads", "NONE", 1), ("slice, auto count", "SLICE", 0), ("frame, auto count", "FRAME", 0),
             ("auto (runtime default)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2),
             ("slice, 2 threads", "SLICE", 2), ("frame, 3 threads", "FRAME", 3)]
+# --skip-loop-filter (pixel-changing, opt-in: sonoplane run --skip-loop-filter): deblocking left out
+SKIP_VARIANTS = [("no threads, skip_loop_filter noref", "NONE", 1, "noref"),
+                 ("no threads, skip_loop_filter bidir", "NONE", 1, "bidir"),
+                 ("no threads, skip_loop_filter all", "NONE", 1, "all"),
+                 ("auto, skip_loop_filter all", "AUTO", 0, "all")]
 
 
-def decode(video: str, thread_type: str, count: int, frames: int) -> tuple[float, float, int, int]:
+def decode(video: str, thread_type: str, count: int, frames: int,
+           skip_loop_filter: str | None = None) -> tuple[float, float, int, int]:
     """(wall s, process CPU s, frames, decoder delay in frames) over the first `frames` frames."""
     import av
     with av.open(video) as c:
@@ -44,6 +50,8 @@ def decode(video: str, thread_type: str, count: int, frames: int) -> tuple[float
         s.thread_type = thread_type
         if count:
             s.codec_context.thread_count = count
+        if skip_loop_filter:
+            s.codec_context.options = {"skip_loop_filter": skip_loop_filter}
         n = fed = delay = 0
         t0, c0 = time.perf_counter(), time.process_time()
         for packet in c.demux(s):
@@ -127,6 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--combined", action="store_true", help="also decode + conversion together")
+    ap.add_argument("--skip-loop-filter", action="store_true",
+                    help="also decode without the H.264 loop filter (noref / bidir / all frames; pixel-changing)")
     ap.add_argument("--pin", metavar="CPUS", help="run on these CPUs only (e.g. 0; as --cpu-affinity capture=0)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -147,16 +157,17 @@ def main(argv=None) -> int:
         desc = f"{s.codec_context.name} {s.codec_context.width}x{s.codec_context.height} {s.codec_context.pix_fmt} " \
                f"{float(s.average_rate or 0):g} fps"
     print(f"{args.video}: {desc}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
-    res = {name: [] for name, _, _ in VARIANTS}
+    variants = [(*v, None) for v in VARIANTS] + (SKIP_VARIANTS if args.skip_loop_filter else [])
+    res = {name: [] for name, _, _, _ in variants}
     for _ in range(args.rounds):
-        for name, tt, count in VARIANTS:
-            res[name].append(decode(args.video, tt, count, args.frames))
+        for name, tt, count, skip in variants:
+            res[name].append(decode(args.video, tt, count, args.frames, skip))
     print(f"pinned to CPUs {sorted(os.sched_getaffinity(0))}" if args.pin else "not pinned")
     print("| decoder threading | decode fps | CPU ms per frame | decoder delay (frames) | fps ratio |")
     print("|---|---|---|---|---|")
     rows = []
     ref = None
-    for name, _, _ in VARIANTS:
+    for name, _, _, _ in variants:
         wall = sum(r[0] for r in res[name])
         cpu = sum(r[1] for r in res[name])
         n = sum(r[2] for r in res[name])

@@ -135,6 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model")
     ap.add_argument("--subplane-model", help="sonoplane run --subplane-model (brain sub-planes from a second model)")
     ap.add_argument("--subplane-every", metavar="S", help="sonoplane run --subplane-every (the refiner on a cadence)")
+    ap.add_argument("--skip-loop-filter", metavar="WHICH",
+                    help="sonoplane run --skip-loop-filter (decode without deblocking; pixel-changing)")
     ap.add_argument("--fast", action="store_true", help="every frame (default: native rate, as a scanner feeds it)")
     ap.add_argument("--no-open-set", action="store_true", help="run without open-set rejection (sonoplane run --no-open-set)")
     ap.add_argument("--json", required=True, metavar="REPORT.json")
@@ -147,7 +149,8 @@ def main(argv=None) -> int:
     extra = (["--fast"] if args.fast else []) + (["--model", args.model] if args.model else []) \
         + (["--no-open-set"] if args.no_open_set else []) \
         + (["--subplane-model", args.subplane_model] if args.subplane_model else []) \
-        + (["--subplane-every", args.subplane_every] if args.subplane_every else [])
+        + (["--subplane-every", args.subplane_every] if args.subplane_every else []) \
+        + (["--skip-loop-filter", args.skip_loop_filter] if args.skip_loop_filter else [])
     per_video, series = {}, []
     all_results, all_rows = [], []
     for video, labels in zip(args.videos, args.labels):

@@ -79,7 +79,7 @@ def _wrap(owner, name: str, wall: list, cpu: list) -> None:
     setattr(owner, name, _Timed(getattr(owner, name), wall, cpu))
 
 
-def profile(pipeline: Pipeline, tail: "TailProbe | None" = None) -> tuple[dict, object]:
+def profile(pipeline: Pipeline, tail: "TailProbe | None" = None, warmup: int = 30) -> tuple[dict, dict, object]:
     spans: dict[str, list] = {}
     cpu: dict[str, list] = {}
 
@@ -111,12 +111,39 @@ def profile(pipeline: Pipeline, tail: "TailProbe | None" = None) -> tuple[dict, 
     _wrap(pipeline, "_process", spans["loop body"], cpu["loop body"])
     if tail is not None:
         tail.attach(pipeline, spans.get("model"), cpu.get("model"))
+    # Steady state: per-thread CPU and the capture process's CPU from the warmup-th frame on (the
+    # capture's start-up, ~0.5 s of imports, and the first crop detection left out).
+    sampler = ThreadCpuSampler()
+    timed_process = pipeline._process
+    steady: dict = {}
+
+    def process(frame, cap, summary, recent):
+        if summary.classified == warmup:
+            sampler.mark()
+            steady.update(frames=summary.frames_seen, classified=summary.classified,
+                          capture_cpu=_pid_cpu(cap.proc.pid), capture_pid=cap.proc.pid)
+        timed_process(frame, cap, summary, recent)
+        if "capture_pid" in steady and cap.proc.pid == steady["capture_pid"]:
+            # the last sample before the capture process ends (its CPU is gone once it exits)
+            steady["capture_cpu_last"] = _pid_cpu(cap.proc.pid) if summary.classified % 30 == 0 \
+                else steady.get("capture_cpu_last")
+            steady["capture_frames_last"] = summary.frames_seen if summary.classified % 30 == 0 \
+                else steady.get("capture_frames_last")
+    pipeline._process = process
     # The capture process is our only child: its CPU (decode, conversion, copy into shared memory)
     # is what RUSAGE_CHILDREN gains over the run (it is joined before run() returns).
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    summary = pipeline.run()
+    try:
+        summary = pipeline.run()
+    finally:
+        sampler.close()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary.capture_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary.thread_cpu = sampler.totals()
+    summary.steady_classified = summary.classified - steady.get("classified", 0)
+    if steady.get("capture_cpu_last") is not None and steady["capture_frames_last"] > steady["frames"]:
+        summary.steady_capture_ms = 1e3 * (steady["capture_cpu_last"] - steady["capture_cpu"]) / \
+            (steady["capture_frames_last"] - steady["frames"])
     return spans, cpu, summary
 
 
@@ -230,6 +257,89 @@ def print_tail(t: dict) -> None:
           f"{t['slow_with_gc']}")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _pid_cpu(pid: int) -> float | None:
+    """User + system CPU s of a whole process (all its threads) while it runs (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _task_cpu(tid: int) -> tuple[str, float] | None:
+    """(kernel thread name, user + system CPU s) of one of this process's threads (Linux /proc)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS   # utime, stime
+
+
+class ThreadCpuSampler:
+    """CPU of every thread of this process over the run, by role: Python threads by their name,
+    the others (ONNX Runtime's pools, ZeroMQ's I/O thread) by their kernel name. Threads that end
+    during the run keep their last sample (every SAMPLE_S); the figures are deltas over the run."""
+    SAMPLE_S = 0.25
+
+    def __init__(self):
+        import threading
+        self._threading = threading
+        self._start: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._run, name="profile-sampler", daemon=True)
+        self._thread.start()
+
+    def mark(self) -> None:
+        """Count from now on (threads that start later count from zero)."""
+        self._sample(first=True, reset=True)
+
+    def _sample(self, first: bool = False, reset: bool = False) -> None:
+        for t in self._threading.enumerate():
+            if t.native_id is not None:
+                self._names[t.native_id] = t.name
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return
+        for tid in tids:
+            got = _task_cpu(tid)
+            if got is None:
+                continue
+            if tid not in self._start or reset:
+                self._start[tid] = got[1] if first else 0.0
+            self._last[tid] = got
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            self._sample()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def totals(self) -> dict[str, float]:
+        """CPU s over the run per role (threads of the same role summed)."""
+        out: dict[str, float] = {}
+        for tid, (comm, cpu) in self._last.items():
+            name = self._names.get(tid, comm)
+            if tid == os.getpid():
+                name = "main (the loop)"
+            name = name.rstrip("0123456789_").rstrip("-_") or name   # one row per pool
+            out[name] = out.get(name, 0.0) + cpu - self._start.get(tid, 0.0)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def table(spans: dict, cpu: dict, warmup: int) -> list[dict]:
     rows = []
     for name, vals in spans.items():
@@ -273,7 +383,7 @@ def main(argv=None) -> int:
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
     tail = TailProbe() if args.tail else None
-    spans, cpu, summary = profile(pipeline, tail)
+    spans, cpu, summary = profile(pipeline, tail, args.warmup)
     rows = table(spans, cpu, args.warmup)
     pct = summary.percentiles()
     delivered = max(1, summary.frames_seen)
@@ -289,6 +399,16 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['span']:<14} {r['n']:>6} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['mean']:>8.2f} "
               f"{r['cpu_p50']:>8.2f} {r['cpu_mean']:>8.2f}")
+    threads = getattr(summary, "thread_cpu", {})
+    steady_n = max(1, getattr(summary, "steady_classified", summary.classified))
+    steady_capture = getattr(summary, "steady_capture_ms", None)
+    if threads:
+        print(f"steady state (after the first {args.warmup} classified frames): sonoplane process "
+              f"{sum(threads.values()) * 1e3 / steady_n:.2f} ms per classified frame"
+              + (f", capture process {steady_capture:.2f} ms per delivered frame" if steady_capture else ""))
+        print("  per thread (ms per classified frame; /proc ticks of "
+              f"{1e3 / CLOCK_TICKS:.0f} ms): " + ", ".join(
+                  f"{name} {1e3 * cpu / steady_n:.2f}" for name, cpu in threads.items()))
     tail_summary = tail.report(args.warmup, args.period_ms) if tail is not None else None
     if tail_summary is not None:
         print_tail(tail_summary)
@@ -297,6 +417,8 @@ def main(argv=None) -> int:
             "video": args.video, "rows": rows, "tail": tail_summary, "classified": summary.classified,
             "frames": summary.frames_seen, "latency": pct, "capture_cpu_ms_per_frame": capture_ms,
             "process_cpu_ms_per_classified": main_ms,
+            "steady_thread_cpu_ms_per_classified": {k: 1e3 * v / steady_n for k, v in threads.items()},
+            "steady_capture_cpu_ms_per_frame": steady_capture,
             "cores": summary.cpu_s / max(summary.wall_s, 1e-9)}, indent=1))
     return 0
 

@@ -33,6 +33,12 @@ def add_pipeline_arguments(p) -> None:
                         "capture process); needs root / CAP_SYS_NICE / ulimit -r; default off (streamer/realtime.py)")
     p.add_argument("--decode-threads", default="auto", metavar="TYPE[:N]",
                    help="PyAV decoder threading: auto (default), frame, slice or none, optionally :N threads")
+    p.add_argument("--skip-loop-filter", default="off", metavar="WHICH",
+                   help="H.264/HEVC: decode without the deblocking filter on noref, bidir, nokey or all "
+                        "frames: less decode CPU, slightly different pixels (default off; docs/latency.md, Session 7)")
+    p.add_argument("--opencv-threads", type=int, default=1, metavar="N",
+                   help="OpenCV threads in this process (default 1: each call on its caller's thread; "
+                        "0: OpenCV's default, one per core; the pixels are the same)")
     p.add_argument("--crop", help="auto | none | a preset name (default: the model's preset, else auto)")
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address to bind")
     p.add_argument("--curve-secret", metavar="FILE",
@@ -79,13 +85,16 @@ def pipeline_config(args, source: str):
         raise UserError("--frames-fps must be 0 (every frame) or more")
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
+    opencv_threads = getattr(args, "opencv_threads", 1)
+    if opencv_threads < 0:
+        raise UserError("--opencv-threads must be 0 (OpenCV's default) or more")
     subplane_every = getattr(args, "subplane_every", None)
     if subplane_every is not None and (subplane_every < 0 or subplane_every != subplane_every):
         raise UserError("--subplane-every must be 0 (every brain frame) or more seconds")
     if subplane_every and args.subplane_model in (None, "none"):
         raise UserError("--subplane-every needs --subplane-model")
     from ..affinity import parse_affinity
-    from ..sources import parse_decode_threads
+    from ..sources import parse_decode_threads, parse_skip_loop_filter
     cpu_affinity = getattr(args, "cpu_affinity", None)
     parse_affinity(cpu_affinity)                         # bad input: one line, before anything starts
     decode_threads = getattr(args, "decode_threads", None)
@@ -96,9 +105,11 @@ def pipeline_config(args, source: str):
     if rt is not None and rt.model and args.threads < 2:
         raise UserError("--realtime-priority model=N needs --threads 2 or more (the model's extra threads)")
     check_permission(rt)
+    skip_loop_filter = parse_skip_loop_filter(getattr(args, "skip_loop_filter", None))
     return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
                           subplane_model=args.subplane_model, subplane_every_s=subplane_every or 0.0,
                           cpu_affinity=cpu_affinity, decode_threads=decode_threads, realtime=realtime,
+                          skip_loop_filter=skip_loop_filter, opencv_threads=opencv_threads,
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
