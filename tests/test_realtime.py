@@ -142,6 +142,8 @@ def test_profile_stages_tail_splits_each_frame(tmp_path, gc_mode):
     assert tail["frames"] == data["classified"] - 10
     mean = tail["all_mean"]
     assert abs(mean["wait"] + mean["copy"] + mean["gap"] + mean["body"] - mean["total"]) < 0.05, mean
-    assert 0 < mean["cpu"] <= mean["body"] + 0.5 and mean["run_delay"] >= 0 and mean["runs"] >= 1
+    # runs: times the loop thread was switched in during a body; 0 when nothing preempted it (with
+    # OpenCV on one thread, --opencv-threads 1, the body never waits for a helper thread).
+    assert 0 < mean["cpu"] <= mean["body"] + 0.5 and mean["run_delay"] >= 0 and mean["runs"] >= 0
     if gc_mode == "off":
         assert tail["gc"] == {} and tail["gc_in_loop_body"] == 0
