@@ -53,11 +53,12 @@ class ImageStateDetector:
         small = cv2.resize(roi_bgr, PROBE_SIZE, interpolation=cv2.INTER_AREA)
         if small.ndim == 3:
             small = cv2.cvtColor(small[:, :, :3], cv2.COLOR_BGR2GRAY)
+        probe = small
         small = small.astype(np.float32)
         if luma_range == "limited":
             limited_luma_to_gray(small)
         mean = float(small.mean())
-        blank = float(np.percentile(small, 90)) <= self.blank_p90_max
+        blank = self._p90_at_most(probe, small, luma_range)
         change = float("inf") if self._prev is None else float(np.abs(small - self._prev).mean())
         self._prev = small
         if self._still_since is not None and t < self._still_since:
@@ -68,3 +69,24 @@ class ImageStateDetector:
             self._still_since = t
         frozen = self._still_since is not None and t - self._still_since >= self.frozen_min_s
         return ImageState(blank=blank, frozen=frozen, mean=mean, change=change)
+
+    def _p90_at_most(self, probe: np.ndarray, gray: np.ndarray, luma_range: str | None) -> bool:
+        """np.percentile(gray, 90) <= blank_p90_max, from a histogram of the uint8 probe (~0.03 ms
+        instead of ~0.35 for the percentile's partition). gray is a monotonic map of probe, so the
+        two order statistics the percentile interpolates between are the map of the probe's; only
+        when the threshold falls between them is the percentile itself computed (same answer)."""
+        if probe.dtype != np.uint8 or gray.size < 2:
+            return float(np.percentile(gray, 90)) <= self.blank_p90_max
+        counts = np.cumsum(cv2.calcHist([probe], [0], None, [256], [0, 256]).ravel())
+        at = 0.9 * (gray.size - 1)
+        k = int(np.floor(at))                              # sorted[k] <= p90 <= sorted[k + 1]
+        if at - k < 1e-6 or k + 1 >= gray.size:           # on an order statistic: no bracket to trust
+            return float(np.percentile(gray, 90)) <= self.blank_p90_max
+        lo, hi = np.searchsorted(counts, [k + 1, k + 2]).astype(np.float32)   # probe values at k, k + 1
+        if luma_range == "limited":
+            lo, hi = limited_luma_to_gray(np.array([lo, hi], np.float32))
+        if hi <= self.blank_p90_max:
+            return True
+        if lo > self.blank_p90_max:
+            return False
+        return float(np.percentile(gray, 90)) <= self.blank_p90_max
