@@ -24,7 +24,14 @@ from engines.errors import SourceError
 
 MAX_CONSECUTIVE_ERRORS = 500   # damaged packets in a row (about 15 s of 30 fps video) before giving up
 NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "srt", "tcp", "http", "https", "rtmp")
-DECODE_THREAD_TYPES = ("auto", "frame", "slice", "none")
+DECODE_THREAD_TYPES = ("size", "auto", "frame", "slice", "none")
+# `size` (the default) decodes frames up to this many pixels (1080p) on one thread (slice threading,
+# as far as the encoder made slices) and larger ones with FFmpeg's frame threads. Measured here
+# (docs/latency.md, Session 7): one thread decodes 1080p H.264 at ~170 fps, far above 60, while frame
+# threading holds every frame back 2 more frames (33 ms at 60 fps) and, under load, grows its
+# threads' malloc arenas by ~30 MB that are never given back; one thread decodes 4K at only ~59 fps,
+# so 4K keeps frame threads for throughput.
+SINGLE_THREAD_DECODE_MAX_PIXELS = 1920 * 1088
 # FFmpeg's skip_loop_filter (AVDiscard): which frames the H.264 / HEVC decoder leaves unfiltered
 # (no deblocking). Cheaper decode, different pixels: opt-in, measured in docs/latency.md "Session 7".
 # noref: frames no other frame predicts from (errors do not spread); bidir: B-frames; nokey: all
@@ -36,9 +43,10 @@ def parse_decode_threads(text: str | None) -> tuple[str, int]:
     """`sonoplane run --decode-threads TYPE[:N]` -> (PyAV thread_type, thread_count; 0 = FFmpeg's own
     choice). FRAME threading decodes N frames at once: more throughput, N-1 frames of decoder delay
     before the capture stamps a frame; SLICE splits one frame (only as far as the encoder made slices);
-    AUTO lets FFmpeg pick (frame where it can). Bad input: SourceError (one line)."""
+    AUTO lets FFmpeg pick (frame where it can); SIZE (the default) is SLICE up to 1080p and AUTO above
+    (resolve_decode_threads, once the frame size is known). Bad input: SourceError (one line)."""
     if text is None or not text.strip():
-        return "AUTO", 0
+        return "SIZE", 0
     kind, _, count = text.strip().lower().partition(":")
     if kind not in DECODE_THREAD_TYPES:
         raise SourceError(f"--decode-threads {text}: choose {', '.join(DECODE_THREAD_TYPES)}, optionally :N")
@@ -49,6 +57,14 @@ def parse_decode_threads(text: str | None) -> tuple[str, int]:
     if n < 0 or n > 64:
         raise SourceError(f"--decode-threads {text}: the thread count must be 0 (FFmpeg's choice) to 64")
     return kind.upper(), n
+
+
+def resolve_decode_threads(thread_type: str, width: int, height: int) -> str:
+    """The PyAV thread_type for a parsed type and the stream's frame size: SIZE becomes SLICE for
+    frames up to SINGLE_THREAD_DECODE_MAX_PIXELS, else AUTO (also when the size is not known yet)."""
+    if thread_type != "SIZE":
+        return thread_type
+    return "SLICE" if 0 < width * height <= SINGLE_THREAD_DECODE_MAX_PIXELS else "AUTO"
 
 
 def parse_skip_loop_filter(text: str | None) -> str | None:
@@ -157,11 +173,12 @@ class PyAVSource:
             self.container.close()
             raise SourceError(f"{spec}: no video stream in it")
         self.stream = self.container.streams.video[0]
-        thread_type, thread_count = parse_decode_threads(decode_threads)
-        self.stream.thread_type = thread_type
-        if thread_count:
-            self.stream.codec_context.thread_count = thread_count
         ctx = self.stream.codec_context
+        thread_type, thread_count = parse_decode_threads(decode_threads)
+        self.decode_threading = resolve_decode_threads(thread_type, ctx.width or 0, ctx.height or 0)
+        self.stream.thread_type = self.decode_threading
+        if thread_count:
+            ctx.thread_count = thread_count
         skip = parse_skip_loop_filter(skip_loop_filter)
         if skip is not None:     # read when the decoder opens (PyAV opens it on the first packet)
             ctx.options = {**ctx.options, "skip_loop_filter": skip}

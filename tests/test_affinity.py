@@ -10,7 +10,7 @@ import pytest
 
 from engines.errors import SourceError, UserError
 from streamer.affinity import Affinity, parse_affinity
-from streamer.sources import open_source, parse_decode_threads
+from streamer.sources import open_source, parse_decode_threads, resolve_decode_threads
 
 from .conftest import ROOT, SAMPLE_CLIP
 
@@ -35,7 +35,8 @@ def test_affinity_specs():
 
 
 def test_decode_thread_specs():
-    assert parse_decode_threads(None) == ("AUTO", 0)
+    assert parse_decode_threads(None) == ("SIZE", 0)
+    assert parse_decode_threads("auto") == ("AUTO", 0)
     assert parse_decode_threads("frame:2") == ("FRAME", 2)
     assert parse_decode_threads("SLICE") == ("SLICE", 0)
     for spec in ("bogus", "frame:x", "frame:-1", "slice:999"):
@@ -48,6 +49,7 @@ def _planes(spec: str, n: int = 40) -> list[np.ndarray]:
     try:
         ctx = src.stream.codec_context
         want_type, want_count = parse_decode_threads(spec)
+        want_type = resolve_decode_threads(want_type, ctx.width, ctx.height)
         assert str(ctx.thread_type).upper().endswith(want_type) or want_type == "NONE"
         if want_count:
             assert ctx.thread_count == want_count
@@ -64,10 +66,40 @@ def _planes(spec: str, n: int = 40) -> list[np.ndarray]:
 def test_every_decoder_threading_gives_the_same_pixels():
     """Threading changes when a frame comes out, never what it holds: the Y, U, V planes are identical."""
     reference = _planes("none")
-    for spec in ("frame:2", "slice:2", "auto"):
+    for spec in ("frame:2", "slice:2", "auto", None):
         got = _planes(spec)
         assert len(got) == len(reference)
         assert all(np.array_equal(a, b) for a, b in zip(got, reference)), spec
+
+
+def _clip(path, width: int, height: int, n: int = 3):
+    import av
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(n):
+            img = np.full((height, width, 3), 40 * i, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def test_default_decoder_threading_follows_the_frame_size(tmp_path):
+    """The default (`size`): one thread up to 1080p (no frame-thread delay), FFmpeg's frame threads
+    above; an explicit choice is kept whatever the size."""
+    for (w, h), want in [((1280, 720), "SLICE"), ((1920, 1080), "SLICE"), ((2560, 1440), "AUTO")]:
+        clip = _clip(tmp_path / f"c{w}.mp4", w, h)
+        for spec, expect in [(None, want), ("frame:2", "FRAME")]:
+            src = open_source(str(clip), yuv420=True, decode_threads=spec)
+            try:
+                assert str(src.stream.codec_context.thread_type).upper().endswith(expect), (w, h, spec)
+                assert src.decode_threading == expect
+                assert sum(1 for _ in src.frames()) == 3
+            finally:
+                src.close()
+    assert resolve_decode_threads("SIZE", 0, 0) == "AUTO"      # size not known: FFmpeg's choice
 
 
 PROBE = r"""

@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = [("no threads", "NONE", 1), ("slice, auto count", "SLICE", 0), ("frame, auto count", "FRAME", 0),
-            ("auto (runtime default)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2),
+VARIANTS = [("no threads", "NONE", 1), ("slice (default up to 1080p)", "SLICE", 0), ("frame, auto count", "FRAME", 0),
+            ("auto (default above 1080p)", "AUTO", 0), ("frame, 2 threads", "FRAME", 2), ("slice+frame, 2", "AUTO", 2),
             ("slice, 2 threads", "SLICE", 2), ("frame, 3 threads", "FRAME", 3)]
 # --skip-loop-filter (pixel-changing, opt-in: sonoplane run --skip-loop-filter): deblocking left out
 SKIP_VARIANTS = [("no threads, skip_loop_filter noref", "NONE", 1, "noref"),

@@ -31,8 +31,9 @@ def add_pipeline_arguments(p) -> None:
                    help="Linux: SCHED_FIFO for the loop thread ('10'), or per role loop=N,model=N,capture=N "
                         "(model: the plane model's extra intra-op threads, needs --threads 2+; capture: the "
                         "capture process); needs root / CAP_SYS_NICE / ulimit -r; default off (streamer/realtime.py)")
-    p.add_argument("--decode-threads", default="auto", metavar="TYPE[:N]",
-                   help="PyAV decoder threading: auto (default), frame, slice or none, optionally :N threads")
+    p.add_argument("--decode-threads", default="size", metavar="TYPE[:N]",
+                   help="PyAV decoder threading: size (default: one thread up to 1080p, FFmpeg's frame threads "
+                        "above), auto (FFmpeg's choice), frame, slice or none, optionally :N threads")
     p.add_argument("--skip-loop-filter", default="off", metavar="WHICH",
                    help="H.264/HEVC: decode without the deblocking filter on noref, bidir, nokey or all "
                         "frames: less decode CPU, slightly different pixels (default off; docs/latency.md, Session 7)")
