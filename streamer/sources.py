@@ -61,10 +61,12 @@ def parse_decode_threads(text: str | None) -> tuple[str, int]:
 
 def resolve_decode_threads(thread_type: str, width: int, height: int) -> str:
     """The PyAV thread_type for a parsed type and the stream's frame size: SIZE becomes SLICE for
-    frames up to SINGLE_THREAD_DECODE_MAX_PIXELS, else AUTO (also when the size is not known yet)."""
+    frames up to SINGLE_THREAD_DECODE_MAX_PIXELS, AUTO above. A live stream joined before its first
+    keyframe has no size yet when it opens (and the thread type cannot change once decoding starts):
+    SLICE too, because scanner outputs are mostly 1080p and one thread still decodes 4K at ~59 fps here."""
     if thread_type != "SIZE":
         return thread_type
-    return "SLICE" if 0 < width * height <= SINGLE_THREAD_DECODE_MAX_PIXELS else "AUTO"
+    return "AUTO" if width * height > SINGLE_THREAD_DECODE_MAX_PIXELS else "SLICE"
 
 
 def parse_skip_loop_filter(text: str | None) -> str | None:

@@ -99,7 +99,7 @@ def test_default_decoder_threading_follows_the_frame_size(tmp_path):
                 assert sum(1 for _ in src.frames()) == 3
             finally:
                 src.close()
-    assert resolve_decode_threads("SIZE", 0, 0) == "AUTO"      # size not known: FFmpeg's choice
+    assert resolve_decode_threads("SIZE", 0, 0) == "SLICE"     # a live stream joined before its first keyframe
 
 
 PROBE = r"""
