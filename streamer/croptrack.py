@@ -10,7 +10,11 @@ its frame buffer) and takes the verdict on a later frame. Detection runs on that
 Detected regions are cut to a width and height that are multiples of 4 (snap_size): halving an
 odd-sized crop takes OpenCV's slow path (~16 ms instead of ~0.6 ms for a 1080p crop here).
 On the YUV path (streamer/yuv.py) the frame is a Y plane; the caller then passes `detect_image`,
-which makes the small colour copy detection needs (it tells coloured UI from gray B-mode).
+which makes the small colour copy detection needs (it tells coloured UI from gray B-mode), on the
+worker. While no region is found (a lead-in with no ultrasound image yet), only the first frame of
+a size is searched on the hot path; later frames are searched on the worker, one detection per
+frame, the region taken on the next frame (issue 11 tail: a synchronous ~5 ms search on every frame
+of such a stretch put most of its frames past one period; docs/latency.md, Session 7).
 
 File sources pass the frame's media time: re-detection then runs on a fixed grid of media time and
 its verdict is taken on the very next frame (waiting for it if the worker is late), so a file gets
@@ -84,13 +88,18 @@ class BackgroundCropTracker(CropTracker):
         self._pool = pinned_worker("crop-redetect", cpus)   # cpus: sonoplane run --cpu-affinity workers=...
         self._pending: tuple[Future, tuple] | None = None
         self._media_slot: int | None = None      # the media-time grid cell of the last detection
+        self._searching = False                  # the first detection of this frame size found nothing
 
     def update(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray] | None = None,
                t_media: float | None = None) -> CropRect:
         """frame: the full frame (its shape sets the region's coordinates). detect_image(min_width):
         a fresh BGR copy of the frame at least min_width wide, for detection (default: `frame`
-        halved); the pipeline's YUV frames make it from their planes. t_media: the frame's media
-        time for file sources (None live): re-detect on a media-time grid, verdict on the next frame."""
+        halved); the pipeline's YUV frames make it from their planes. When given, it is called on
+        the worker, after this returns: it must read a frame the caller does not reuse. t_media: the
+        frame's media time for file sources (None live): re-detect on a media-time grid, verdict on
+        the next frame. While no region has been found (after the first frame of a size), a
+        detection runs on the worker for each frame and the first region found is taken at once,
+        on the next frame (files: waited for); the whole frame until then."""
         preset = PRESETS.get(self.preset)
         if self.preset == "none" or (preset is not None and
                                      (frame.shape[1], frame.shape[0]) == (preset.frame_width, preset.frame_height)):
@@ -99,22 +108,39 @@ class BackgroundCropTracker(CropTracker):
             self._shape = frame.shape
             self.rect, self._candidate, self._candidate_hits = None, None, 0
             self._pending = None                 # a verdict on the old size is void
+            self._searching = False
         h, w = frame.shape[:2]
+        owned = detect_image is not None        # the caller's frame stays valid: the worker may read it
         if detect_image is None:                 # BGR frames: the frame itself, halved
             def detect_image(min_width: int) -> np.ndarray:
                 return halve_times(frame, halvings_to(w, h, min_width))
         slot = None if t_media is None else math.floor(t_media / (self.redetect_every * MEDIA_FRAME_S))
-        if self.rect is None:                    # nothing yet (start, or blank so far): detect now
+        if self.rect is None and not self._searching:   # the first frame of this size: detect now
             self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), w, h)
             self._frames_since_detect = 0
             self._media_slot = slot
             self.redetections += 1
+            self._searching = self.rect is None
             return self.rect or CropRect.full(frame)
         if self._pending is not None and (slot is not None or self._pending[0].done()):
             future, shape = self._pending
             self._pending = None
             if shape == frame.shape:
-                self._consider(verdict_within(future))
+                found = verdict_within(future)
+                if self.rect is None:            # still searching: the first region found is taken at once
+                    if found is not None:
+                        self.rect, self._searching = found, False
+                        self._frames_since_detect, self._media_slot = 0, slot
+                        self.redetections += 1
+                else:
+                    self._consider(found)
+        if self.rect is None:
+            # Nothing found yet (no image on screen, or not one we recognise): keep looking, a
+            # detection per frame on the worker instead of on this thread (~5 ms at 1080p, on every
+            # frame of such a stretch; docs/latency.md, Session 7). The whole frame meanwhile.
+            if self._pending is None:
+                self._submit(frame, detect_image, owned, w, h)
+            return CropRect.full(frame)
         if slot is None:
             self._frames_since_detect += 1
             due = self._frames_since_detect >= self.redetect_every
@@ -123,11 +149,22 @@ class BackgroundCropTracker(CropTracker):
         if due and self._pending is None:
             self._frames_since_detect = 0
             self._media_slot = slot
+            self._submit(frame, detect_image, owned, w, h)
+        return self.rect
+
+    def _submit(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray], owned: bool,
+                w: int, h: int) -> None:
+        """A re-detection on the worker. A caller's detect_image reads a frame the caller owns (the
+        pipeline's captured frames are copies never reused), so the worker makes the small copy
+        too; the default one halves `frame`, which the caller may reuse: halved here."""
+        if owned:
+            job = self._pool.submit(lambda: _detect_scaled(detect_image(2 * DETECT_WIDTH), w, h))
+        else:
             small = detect_image(2 * DETECT_WIDTH)
             if small is frame:
                 small = frame.copy()             # the worker must own what it reads
-            self._pending = (self._pool.submit(_detect_scaled, small, w, h), frame.shape)
-        return self.rect
+            job = self._pool.submit(_detect_scaled, small, w, h)
+        self._pending = (job, frame.shape)
 
     def wait(self, timeout_s: float = 5.0) -> None:
         """Block until a re-detection in flight is done (tests; the pipeline never waits)."""

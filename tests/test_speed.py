@@ -217,3 +217,44 @@ def test_run_rejects_negative_frames_fps():
     r = run_cli("run", "--source", "streamer/assets/sample_scan.mp4", "--frames-fps", "-1")
     assert r.returncode != 0 and "--frames-fps" in r.stderr and "Traceback" not in r.stderr
 
+
+
+@pytest.mark.parametrize("planes", [False, True])
+def test_background_tracker_searches_on_the_worker_until_a_region_appears(monkeypatch, planes):
+    """Issue 11 tail: while no region is found, only the first frame is searched on the calling thread;
+    later frames are searched on the worker (for YUV frames the small colour copy is made there too), the
+    whole frame is used meanwhile, and the first region found is taken on the next frame."""
+    import streamer.croptrack as ct
+    from .test_luma import frame_of
+    caller = threading.get_ident()
+    where = {"detect": [], "copy": []}
+    detect = ct._detect_scaled
+
+    def recording_detect(*args):
+        where["detect"].append(threading.get_ident() == caller)
+        return detect(*args)
+    monkeypatch.setattr(ct, "_detect_scaled", recording_detect)
+    empty = np.full((720, 1280, 3), 10, np.uint8)            # no ultrasound image on screen
+    screen = scanner_screen(1280, 720, region=(200, 120, 1000, 690))
+    bg = BackgroundCropTracker("auto")
+    crops = []
+    try:
+        for i, img in enumerate([empty] * 8 + [screen] * 4):
+            if planes:
+                f = frame_of(img)
+                make = f.detect_image
+
+                def detect_image(min_width, make=make):
+                    where["copy"].append(threading.get_ident() == caller)
+                    return make(min_width)
+                crops.append(bg.update(f.luma, detect_image, t_media=i / 60))
+            else:
+                crops.append(bg.update(img, t_media=i / 60))
+    finally:
+        bg.close()
+    assert where["detect"][0] and not any(where["detect"][1:]), where          # only the first on this thread
+    if planes:
+        assert where["copy"][0] and not any(where["copy"][1:]), where
+    assert all(c == CropRect(0, 0, 1280, 720) for c in crops[:9])              # the whole frame while searching
+    # found on frame 8, taken on frame 9: the region the synchronous search finds
+    assert crops[9].iou(detect_on_downscaled(screen)) > 0.97 and crops[11] == crops[9]

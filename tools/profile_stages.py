@@ -110,7 +110,7 @@ def profile(pipeline: Pipeline, tail: "TailProbe | None" = None, warmup: int = 3
     spans["loop body"], cpu["loop body"] = [], []
     _wrap(pipeline, "_process", spans["loop body"], cpu["loop body"])
     if tail is not None:
-        tail.attach(pipeline, spans.get("model"), cpu.get("model"))
+        tail.attach(pipeline, spans, cpu)
     # Steady state: per-thread CPU and the capture process's CPU from the warmup-th frame on (the
     # capture's start-up, ~0.5 s of imports, and the first crop detection left out).
     sampler = ThreadCpuSampler()
@@ -154,6 +154,10 @@ def _schedstat() -> tuple[int, int, int]:
     return int(on_cpu), int(run_delay), int(runs)
 
 
+# The spans that run on the loop thread, summed per frame by TailProbe.
+LOOP_SPANS = ("crop", "image_state", "preprocess", "model", "smooth", "result msg", "frames topic")
+
+
 class TailProbe:
     """--tail: where the time of each frame goes, to explain the frames that miss one frame period.
 
@@ -180,7 +184,8 @@ class TailProbe:
             self.gcs.append((self._gc_start.pop(tid), time.monotonic(), info["generation"], tid,
                              info.get("collected", 0)))
 
-    def attach(self, pipeline: Pipeline, model_wall: list | None = None, model_cpu: list | None = None) -> None:
+    def attach(self, pipeline: Pipeline, spans: dict, cpu: dict) -> None:
+        """spans / cpu: profile()'s per-call lists; the loop's spans are summed per frame."""
         import streamer.capture as capture_module
         probe = self
         take = capture_module.CaptureProcess._take
@@ -196,7 +201,8 @@ class TailProbe:
 
         def timed_process(frame, *a, **k):
             t_take = probe.takes[-1] if probe.takes else (None, None)
-            n_model = len(model_wall) if model_wall is not None else 0
+            loop_spans = [n for n in LOOP_SPANS if n in spans]   # the publisher's appear once run() made it
+            n0 = {n: len(spans[n]) for n in loop_spans}
             t0, c0, s0 = time.monotonic(), time.thread_time(), _schedstat()
             try:
                 return process(frame, *a, **k)
@@ -205,17 +211,25 @@ class TailProbe:
                 probe.frames.append({"t_cap": frame.t_capture_mono, "take": t_take, "start": t0, "end": t1,
                                      "cpu_ms": (c1 - c0) * 1e3, "run_delay_ms": (s1[1] - s0[1]) / 1e6,
                                      "runs": s1[2] - s0[2], "tid": __import__("threading").get_native_id(),
-                                     "model_wall": sum(model_wall[n_model:]) if model_wall is not None else 0.0,
-                                     "model_cpu": sum(model_cpu[n_model:]) if model_cpu is not None else 0.0})
+                                     "spans": {n: (sum(spans[n][n0[n]:]), sum(cpu[n][n0[n]:])) for n in loop_spans},
+                                     # no model call: a blank frame (bench_live leaves those out too)
+                                     "blank": "model" in n0 and len(spans["model"]) == n0["model"]})
+                parts = probe.frames[-1]["spans"].values()
+                probe.frames[-1]["spans"]["rest of the body"] = ((t1 - t0) * 1e3 - sum(w for w, _ in parts),
+                                                                 (c1 - c0) * 1e3 - sum(c for _, c in parts))
         pipeline._process = timed_process
 
     def report(self, warmup: int, period_ms: float) -> dict:
         import gc
         gc.callbacks.remove(self._on_gc)
         rows = []
+        blank = 0
         for f in self.frames[warmup:]:
             take0, take1 = f["take"]
             if take0 is None:
+                continue
+            if f["blank"]:
+                blank += 1
                 continue
             in_body = [(a, b) for a, b, _, tid, _ in self.gcs if tid == f["tid"] and a >= f["start"] and b <= f["end"]]
             gc_ms = sum(b - a for a, b in in_body) * 1e3
@@ -224,14 +238,15 @@ class TailProbe:
                          "copy": (take1 - take0) * 1e3, "gap": (f["start"] - take1) * 1e3, "body": body,
                          "cpu": f["cpu_ms"], "run_delay": f["run_delay_ms"], "gc": gc_ms, "gcs": len(in_body),
                          "blocked": max(0.0, body - f["cpu_ms"] - f["run_delay_ms"]), "runs": f["runs"],
-                         "model": f["model_wall"], "model_cpu": f["model_cpu"]})
+                         "model": f["spans"].get("model", (0.0, 0.0))[0],
+                         "model_cpu": f["spans"].get("model", (0.0, 0.0))[1], "spans": f["spans"]})
         gens = {}
         for a, b, gen, _, _ in self.gcs:
             gens.setdefault(gen, []).append((b - a) * 1e3)
         keys = ("total", "wait", "copy", "gap", "body", "cpu", "run_delay", "blocked", "gc", "gcs", "runs", "model",
                 "model_cpu")
         slow = [r for r in rows if r["total"] > period_ms]
-        summary = {"frames": len(rows), "over_period": len(slow), "period_ms": period_ms,
+        summary = {"frames": len(rows), "blank_left_out": blank, "over_period": len(slow), "period_ms": period_ms,
                    "all_mean": {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in keys},
                    "slow_mean": {k: float(np.mean([r[k] for r in slow])) if slow else 0.0 for k in keys},
                    "all_p99": {k: float(np.percentile([r[k] for r in rows], 99)) if rows else 0.0 for k in keys},
@@ -239,17 +254,28 @@ class TailProbe:
                                    "total_ms": float(np.sum(v))} for g, v in sorted(gens.items())},
                    "gc_in_loop_body": int(sum(r["gcs"] for r in rows)),
                    "slow_with_gc": int(sum(1 for r in slow if r["gcs"]))}
+        names = list(rows[-1]["spans"]) if rows else []
+        for key, group in (("spans_all", rows), ("spans_slow", slow)):
+            summary[key] = {n: {"wall": float(np.mean([r["spans"].get(n, (0.0, 0.0))[0] for r in group])) if group else 0.0,
+                                "cpu": float(np.mean([r["spans"].get(n, (0.0, 0.0))[1] for r in group])) if group else 0.0}
+                            for n in names}
         return summary
 
 
 def print_tail(t: dict) -> None:
-    print(f"\ntail: {t['over_period']} of {t['frames']} frames over {t['period_ms']:.1f} ms capture->loop end")
+    print(f"\ntail: {t['over_period']} of {t['frames']} frames over {t['period_ms']:.1f} ms capture->loop end "
+          f"({t['blank_left_out']} blank frames left out)")
     print(f"{'ms per frame':<22} " + " ".join(f"{k:>9}" for k in t["all_mean"]))
     for name, key in (("mean, all frames", "all_mean"), ("p99, all frames", "all_p99"),
                       ("mean, frames over", "slow_mean")):
         print(f"{name:<22} " + " ".join(f"{v:>9.2f}" for v in t[key].values()))
     print("(wait: capture stamp -> the loop takes the frame; copy: slot copy; gap: take -> body; blocked: body wall "
           "- CPU - run-queue delay; gcs, runs: counts; model, model_cpu: the plane model's wall and thread CPU)")
+    if t.get("spans_all"):
+        print(f"{'loop span, mean ms':<22} {'all: wall':>10} {'all: CPU':>9} {'over: wall':>11} {'over: CPU':>10}")
+        for n, a in t["spans_all"].items():
+            o = t["spans_slow"][n]
+            print(f"{n:<22} {a['wall']:>10.2f} {a['cpu']:>9.2f} {o['wall']:>11.2f} {o['cpu']:>10.2f}")
     for gen, g in t["gc"].items():
         print(f"gc generation {gen}: {g['n']} collections (all threads), mean {g['mean_ms']:.2f} ms, "
               f"max {g['max_ms']:.2f} ms, total {g['total_ms']:.1f} ms")
