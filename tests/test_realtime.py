@@ -147,3 +147,15 @@ def test_profile_stages_tail_splits_each_frame(tmp_path, gc_mode):
     assert 0 < mean["cpu"] <= mean["body"] + 0.5 and mean["run_delay"] >= 0 and mean["runs"] >= 0
     if gc_mode == "off":
         assert tail["gc"] == {} and tail["gc_in_loop_body"] == 0
+
+
+@needs_realtime
+def test_ort_spinning_bench_runs_each_variant():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_ort_spinning.py"), "--n", "3"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["normal", "FIFO 10", "normal", "FIFO 10"], proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_ort_spinning.py"), "--threads", "1"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--threads" in bad.stderr
