@@ -12,9 +12,10 @@ odd-sized crop takes OpenCV's slow path (~16 ms instead of ~0.6 ms for a 1080p c
 On the YUV path (streamer/yuv.py) the frame is a Y plane; the caller then passes `detect_image`,
 which makes the small colour copy detection needs (it tells coloured UI from gray B-mode), on the
 worker. While no region is found (a lead-in with no ultrasound image yet), only the first frame of
-a size is searched on the hot path; later frames are searched on the worker, one detection per
-frame, the region taken on the next frame (issue 11 tail: a synchronous ~5 ms search on every frame
-of such a stretch put most of its frames past one period; docs/latency.md, Session 7).
+a size is searched on the hot path; later searches run on the worker (files on a media-time grid,
+verdict in the next cell, so native and --fast agree), the whole frame used meanwhile (issue 11
+tail: a synchronous ~5 ms search on every frame of such a stretch put most of its frames past one
+period; docs/latency.md, Session 7).
 
 File sources pass the frame's media time: re-detection then runs on a fixed grid of media time and
 its verdict is taken on the very next frame (waiting for it if the worker is late), so a file gets
@@ -48,6 +49,10 @@ SIZE_MULTIPLE = 4
 # Media-time re-detection period per `redetect_every` frame: every 15 frames of a 30 fps video, as
 # the frame count does live.
 MEDIA_FRAME_S = 1 / 30
+# Files, while no region is found: one search per this much media time on the worker, its verdict
+# taken on the first frame of the next cell (the worker has a cell, 4 frames at 60 fps, to finish it
+# on a busy core; the loop waits only if it is later than that). Live sources search back to back.
+SEARCH_EVERY_S = 1 / 15
 # A media-time verdict is waited for at most this long (a few ms is typical); later, it is dropped
 # and the region kept, as for a blank frame.
 VERDICT_WAIT_S = 5.0
@@ -89,6 +94,7 @@ class BackgroundCropTracker(CropTracker):
         self._pending: tuple[Future, tuple] | None = None
         self._media_slot: int | None = None      # the media-time grid cell of the last detection
         self._searching = False                  # the first detection of this frame size found nothing
+        self._search_slot: int | None = None     # files: the media-time cell of the last search
 
     def update(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray] | None = None,
                t_media: float | None = None) -> CropRect:
@@ -97,9 +103,10 @@ class BackgroundCropTracker(CropTracker):
         halved); the pipeline's YUV frames make it from their planes. When given, it is called on
         the worker, after this returns: it must read a frame the caller does not reuse. t_media: the
         frame's media time for file sources (None live): re-detect on a media-time grid, verdict on
-        the next frame. While no region has been found (after the first frame of a size), a
-        detection runs on the worker for each frame and the first region found is taken at once,
-        on the next frame (files: waited for); the whole frame until then."""
+        the next frame. While no region has been found (after the first frame of a size), the
+        search runs on the worker (files: once per SEARCH_EVERY_S of media time, the verdict taken
+        on the first frame of the next cell, waited for if late; live: back to back, taken when
+        ready) and the first region found is taken at once; the whole frame until then."""
         preset = PRESETS.get(self.preset)
         if self.preset == "none" or (preset is not None and
                                      (frame.shape[1], frame.shape[0]) == (preset.frame_width, preset.frame_height)):
@@ -115,14 +122,20 @@ class BackgroundCropTracker(CropTracker):
             def detect_image(min_width: int) -> np.ndarray:
                 return halve_times(frame, halvings_to(w, h, min_width))
         slot = None if t_media is None else math.floor(t_media / (self.redetect_every * MEDIA_FRAME_S))
+        search_slot = None if t_media is None else math.floor(t_media / SEARCH_EVERY_S)
         if self.rect is None and not self._searching:   # the first frame of this size: detect now
             self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), w, h)
             self._frames_since_detect = 0
-            self._media_slot = slot
+            self._media_slot, self._search_slot = slot, search_slot
             self.redetections += 1
             self._searching = self.rect is None
             return self.rect or CropRect.full(frame)
-        if self._pending is not None and (slot is not None or self._pending[0].done()):
+        if self.rect is None:     # searching: files take a verdict in the next search cell, live when ready
+            ready = search_slot != self._search_slot if search_slot is not None else \
+                self._pending is not None and self._pending[0].done()
+        else:                     # re-detection: files on the next frame, live when ready
+            ready = slot is not None or (self._pending is not None and self._pending[0].done())
+        if self._pending is not None and ready:
             future, shape = self._pending
             self._pending = None
             if shape == frame.shape:
@@ -135,10 +148,12 @@ class BackgroundCropTracker(CropTracker):
                 else:
                     self._consider(found)
         if self.rect is None:
-            # Nothing found yet (no image on screen, or not one we recognise): keep looking, a
-            # detection per frame on the worker instead of on this thread (~5 ms at 1080p, on every
-            # frame of such a stretch; docs/latency.md, Session 7). The whole frame meanwhile.
-            if self._pending is None:
+            # Nothing found yet (no image on screen, or not one we recognise): keep looking on the
+            # worker instead of on this thread (~5 ms at 1080p, on every frame of such a stretch;
+            # docs/latency.md, Session 7): files once per SEARCH_EVERY_S of media time, live as soon
+            # as the last search is done. The whole frame meanwhile.
+            if self._pending is None and (search_slot is None or search_slot != self._search_slot):
+                self._search_slot = search_slot
                 self._submit(frame, detect_image, owned, w, h)
             return CropRect.full(frame)
         if slot is None:

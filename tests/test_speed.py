@@ -219,13 +219,38 @@ def test_run_rejects_negative_frames_fps():
 
 
 
+def _search_crops(frame_ids, planes: bool, where: dict) -> dict:
+    """Crops of a 60 fps file whose first 8 frames show no ultrasound image, fed frames `frame_ids`."""
+    from .test_luma import frame_of
+    caller = threading.get_ident()
+    empty = np.full((720, 1280, 3), 10, np.uint8)            # no ultrasound image on screen
+    screen = scanner_screen(1280, 720, region=(200, 120, 1000, 690))
+    bg = BackgroundCropTracker("auto")
+    crops = {}
+    try:
+        for i in frame_ids:
+            img = empty if i < 8 else screen
+            if planes:
+                f = frame_of(img)
+
+                def detect_image(min_width, make=f.detect_image):
+                    where["copy"].append(threading.get_ident() == caller)
+                    return make(min_width)
+                crops[i] = bg.update(f.luma, detect_image, t_media=i / 60)
+            else:
+                crops[i] = bg.update(img, t_media=i / 60)
+    finally:
+        bg.close()
+    return crops
+
+
 @pytest.mark.parametrize("planes", [False, True])
 def test_background_tracker_searches_on_the_worker_until_a_region_appears(monkeypatch, planes):
     """Issue 11 tail: while no region is found, only the first frame is searched on the calling thread;
-    later frames are searched on the worker (for YUV frames the small colour copy is made there too), the
-    whole frame is used meanwhile, and the first region found is taken on the next frame."""
+    later searches run on the worker (for YUV frames the small colour copy is made there too), once per
+    1/15 s of media time for files with the verdict taken in the next cell, the whole frame meanwhile;
+    the region found is the one the synchronous search finds, and a skipped frame changes nothing."""
     import streamer.croptrack as ct
-    from .test_luma import frame_of
     caller = threading.get_ident()
     where = {"detect": [], "copy": []}
     detect = ct._detect_scaled
@@ -234,27 +259,27 @@ def test_background_tracker_searches_on_the_worker_until_a_region_appears(monkey
         where["detect"].append(threading.get_ident() == caller)
         return detect(*args)
     monkeypatch.setattr(ct, "_detect_scaled", recording_detect)
-    empty = np.full((720, 1280, 3), 10, np.uint8)            # no ultrasound image on screen
-    screen = scanner_screen(1280, 720, region=(200, 120, 1000, 690))
-    bg = BackgroundCropTracker("auto")
-    crops = []
-    try:
-        for i, img in enumerate([empty] * 8 + [screen] * 4):
-            if planes:
-                f = frame_of(img)
-                make = f.detect_image
-
-                def detect_image(min_width, make=make):
-                    where["copy"].append(threading.get_ident() == caller)
-                    return make(min_width)
-                crops.append(bg.update(f.luma, detect_image, t_media=i / 60))
-            else:
-                crops.append(bg.update(img, t_media=i / 60))
-    finally:
-        bg.close()
+    crops = _search_crops(range(16), planes, where)
     assert where["detect"][0] and not any(where["detect"][1:]), where          # only the first on this thread
+    assert len(where["detect"]) == 3                                           # frames 0 (here), 4 and 8
     if planes:
         assert where["copy"][0] and not any(where["copy"][1:]), where
-    assert all(c == CropRect(0, 0, 1280, 720) for c in crops[:9])              # the whole frame while searching
-    # found on frame 8, taken on frame 9: the region the synchronous search finds
-    assert crops[9].iou(detect_on_downscaled(screen)) > 0.97 and crops[11] == crops[9]
+    assert all(crops[i] == CropRect(0, 0, 1280, 720) for i in range(12))      # the whole frame while searching
+    # the image appears on frame 8, is searched there (cell 2) and taken on frame 12 (cell 3)
+    screen = scanner_screen(1280, 720, region=(200, 120, 1000, 690))
+    assert crops[12].iou(detect_on_downscaled(screen)) > 0.97 and crops[15] == crops[12]
+    skipped = _search_crops([i for i in range(16) if i != 8], planes, {"copy": []})   # native replay dropped frame 8
+    assert all(skipped[i] == crops[i] for i in skipped)
+
+
+def test_background_tracker_searches_back_to_back_live():
+    empty = np.full((720, 1280, 3), 10, np.uint8)
+    screen = scanner_screen(1280, 720, region=(200, 120, 1000, 690))
+    bg = BackgroundCropTracker("auto")
+    try:
+        assert bg.update(empty) == CropRect(0, 0, 1280, 720)
+        assert bg.update(screen) == CropRect(0, 0, 1280, 720)     # a search of this frame starts on the worker
+        bg.wait()
+        assert bg.update(screen).iou(detect_on_downscaled(screen)) > 0.97   # taken when ready
+    finally:
+        bg.close()
