@@ -18,7 +18,8 @@ tail: a synchronous ~5 ms search on every frame of such a stretch put most of it
 period; docs/latency.md, Session 7).
 
 File sources pass the frame's media time: re-detection then runs on a fixed grid of media time and
-its verdict is taken on the very next frame (waiting for it if the worker is late), so a file gets
+its verdict is taken on the first frame of the next 1/15 s cell of media time (VERDICT_CELL_S; waiting
+for it if the worker is later than that), so a file gets
 the same crops, and so the same labels, at native rate and with --fast, whatever the thread timing
 and even when native replay skips a frame between two grid lines (issue 9: same labels at any
 replay speed). Live sources keep the frame count and never wait.
@@ -49,10 +50,11 @@ SIZE_MULTIPLE = 4
 # Media-time re-detection period per `redetect_every` frame: every 15 frames of a 30 fps video, as
 # the frame count does live.
 MEDIA_FRAME_S = 1 / 30
-# Files, while no region is found: one search per this much media time on the worker, its verdict
-# taken on the first frame of the next cell (the worker has a cell, 4 frames at 60 fps, to finish it
-# on a busy core; the loop waits only if it is later than that). Live sources search back to back.
-SEARCH_EVERY_S = 1 / 15
+# Files: a detection on the worker has its verdict taken on the first frame of the next cell of this
+# much media time (the worker has up to a cell, 4 frames at 60 fps, to finish it on a busy core; the
+# loop waits only when it is later than that), and while no region is found the search runs once per
+# cell. Live sources take a verdict when it is ready and search back to back.
+VERDICT_CELL_S = 1 / 15
 # A media-time verdict is waited for at most this long (a few ms is typical); later, it is dropped
 # and the region kept, as for a blank frame.
 VERDICT_WAIT_S = 5.0
@@ -94,7 +96,7 @@ class BackgroundCropTracker(CropTracker):
         self._pending: tuple[Future, tuple] | None = None
         self._media_slot: int | None = None      # the media-time grid cell of the last detection
         self._searching = False                  # the first detection of this frame size found nothing
-        self._search_slot: int | None = None     # files: the media-time cell of the last search
+        self._submitted_cell: int | None = None  # files: the verdict cell of the last detection
 
     def update(self, frame: np.ndarray, detect_image: Callable[[int], np.ndarray] | None = None,
                t_media: float | None = None) -> CropRect:
@@ -103,10 +105,10 @@ class BackgroundCropTracker(CropTracker):
         halved); the pipeline's YUV frames make it from their planes. When given, it is called on
         the worker, after this returns: it must read a frame the caller does not reuse. t_media: the
         frame's media time for file sources (None live): re-detect on a media-time grid, verdict on
-        the next frame. While no region has been found (after the first frame of a size), the
-        search runs on the worker (files: once per SEARCH_EVERY_S of media time, the verdict taken
-        on the first frame of the next cell, waited for if late; live: back to back, taken when
-        ready) and the first region found is taken at once; the whole frame until then."""
+        the first frame of the next VERDICT_CELL_S cell. While no region has been found (after the
+        first frame of a size), the search runs on the worker (files: once per VERDICT_CELL_S of
+        media time; live: back to back) and the first region found is taken at once; the whole
+        frame until then."""
         preset = PRESETS.get(self.preset)
         if self.preset == "none" or (preset is not None and
                                      (frame.shape[1], frame.shape[0]) == (preset.frame_width, preset.frame_height)):
@@ -122,19 +124,17 @@ class BackgroundCropTracker(CropTracker):
             def detect_image(min_width: int) -> np.ndarray:
                 return halve_times(frame, halvings_to(w, h, min_width))
         slot = None if t_media is None else math.floor(t_media / (self.redetect_every * MEDIA_FRAME_S))
-        search_slot = None if t_media is None else math.floor(t_media / SEARCH_EVERY_S)
+        cell = None if t_media is None else math.floor(t_media / VERDICT_CELL_S)
         if self.rect is None and not self._searching:   # the first frame of this size: detect now
             self.rect = _detect_scaled(detect_image(2 * DETECT_WIDTH), w, h)
             self._frames_since_detect = 0
-            self._media_slot, self._search_slot = slot, search_slot
+            self._media_slot, self._submitted_cell = slot, cell
             self.redetections += 1
             self._searching = self.rect is None
             return self.rect or CropRect.full(frame)
-        if self.rect is None:     # searching: files take a verdict in the next search cell, live when ready
-            ready = search_slot != self._search_slot if search_slot is not None else \
-                self._pending is not None and self._pending[0].done()
-        else:                     # re-detection: files on the next frame, live when ready
-            ready = slot is not None or (self._pending is not None and self._pending[0].done())
+        # files: a verdict in the cell after its detection's (waited for if late); live: when ready
+        ready = cell != self._submitted_cell if cell is not None else \
+            self._pending is not None and self._pending[0].done()
         if self._pending is not None and ready:
             future, shape = self._pending
             self._pending = None
@@ -150,10 +150,10 @@ class BackgroundCropTracker(CropTracker):
         if self.rect is None:
             # Nothing found yet (no image on screen, or not one we recognise): keep looking on the
             # worker instead of on this thread (~5 ms at 1080p, on every frame of such a stretch;
-            # docs/latency.md, Session 7): files once per SEARCH_EVERY_S of media time, live as soon
+            # docs/latency.md, Session 7): files once per VERDICT_CELL_S of media time, live as soon
             # as the last search is done. The whole frame meanwhile.
-            if self._pending is None and (search_slot is None or search_slot != self._search_slot):
-                self._search_slot = search_slot
+            if self._pending is None and (cell is None or cell != self._submitted_cell):
+                self._submitted_cell = cell
                 self._submit(frame, detect_image, owned, w, h)
             return CropRect.full(frame)
         if slot is None:
@@ -163,7 +163,7 @@ class BackgroundCropTracker(CropTracker):
             due = slot != self._media_slot
         if due and self._pending is None:
             self._frames_since_detect = 0
-            self._media_slot = slot
+            self._media_slot, self._submitted_cell = slot, cell
             self._submit(frame, detect_image, owned, w, h)
         return self.rect
 
