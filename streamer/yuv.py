@@ -127,10 +127,19 @@ def to_bgr_shrunk(i420: np.ndarray, height: int, width: int, rect, factor: int) 
     we, he = ws + (ws & 1), hs + (hs & 1)             # I420 needs even sizes: repeat the last pixel
     if (we, he) != (ws, hs):
         small_y = cv2.copyMakeBorder(small_y, 0, he - hs, 0, we - ws, cv2.BORDER_REPLICATE)
-    # The chroma samples covering the luma area (one per 2x2 luma block; an odd corner takes the
-    # sample its pixel shares: at most half a sample off, below the small copy's pixel).
-    cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, (x0 + wc + 1) // 2, (y0 + hc + 1) // 2
-    chroma = [_chroma_sized(p[cy0:cy1, cx0:cx1], we // 2, he // 2) for p in (u, v)]
+    # The chroma samples from the luma area's corner, `factor` of them per small chroma sample in each
+    # direction (one small chroma sample covers 2x2 small pixels = 2*factor full luma pixels): an
+    # integer shrink, OpenCV's fast area path. An odd corner takes the sample its pixel shares, and
+    # when the small size was made even the last row / column comes from the samples just past the
+    # luma area (edge samples repeated at the frame's border): at most a sample off, at the edge.
+    cx0, cy0 = x0 // 2, y0 // 2
+    cw, ch = (we // 2) * factor, (he // 2) * factor
+    chroma = []
+    for p in (u, v):
+        part = p[cy0:cy0 + ch, cx0:cx0 + cw]
+        if part.shape != (ch, cw):
+            part = cv2.copyMakeBorder(part, 0, ch - part.shape[0], 0, cw - part.shape[1], cv2.BORDER_REPLICATE)
+        chroma.append(part if factor == 1 else cv2.resize(part, (we // 2, he // 2), interpolation=cv2.INTER_AREA))
     return cv2.cvtColor(_pack(small_y, *chroma), cv2.COLOR_YUV2BGR_I420)[:hs, :ws]
 
 

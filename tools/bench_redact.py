@@ -147,6 +147,13 @@ def main() -> int:
     ap.add_argument("--video", default=str(CLIP))
     ap.add_argument("--every", type=int, default=3, help="use every Nth frame")
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats per frame (min taken)")
+    ap.add_argument("--width", type=int, metavar="W",
+                    help="scale the clip's frames to W pixels wide before drawing the text (e.g. 1920: the frames "
+                         "topic's 1080p path, detection on a small copy of the planes, is what 1080p and 4K "
+                         "sources take; the bundled clip's own 720p crops take the full-size path)")
+    ap.add_argument("--no-timing", action="store_true", help="leak figures only")
+    ap.add_argument("--modes", default="before,after,live,topic-s4,topic",
+                    help="comma list of the leak modes to run (default all)")
     ap.add_argument("--before-tree", metavar="DIR",
                     help="take `topic-s4` and the `live` rows' redaction from DIR/engines/redact.py (a checkout "
                          "of the commit before a change): before and after in one run")
@@ -160,9 +167,16 @@ def main() -> int:
     with av.open(args.video) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i % args.every == 0:
-                frames.append(f.to_ndarray(format="bgr24"))
+                img = f.to_ndarray(format="bgr24")
+                if args.width and args.width != img.shape[1]:
+                    h = round(img.shape[0] * args.width / img.shape[1]) // 2 * 2
+                    img = cv2.resize(img, (args.width, h), interpolation=cv2.INTER_LINEAR)
+                frames.append(img)
     cases = ("header", "above", "band", "over", "colour")
-    modes = ("before", "after", "live", "topic-s4", "topic")
+    modes = tuple(m for m in args.modes.split(",") if m)
+    bad = set(modes) - {"before", "after", "live", "topic-s4", "topic"}
+    if bad:
+        raise SystemExit(f"bench_redact: unknown --modes {', '.join(sorted(bad))}")
     counts = {mode: {c: 0 for c in cases} for mode in modes}
     times = {k: [] for k in ("720p", "1080p", "720p live", "1080p live", "2160p live",
                              "720p topic", "1080p topic", "2160p topic")}
@@ -177,7 +191,8 @@ def main() -> int:
                 for frame in frames:
                     if case == "header":
                         img, mask = frame, np.zeros(frame.shape[:2], bool)
-                        mask[:70] = frame[:70].max(axis=2) > 140
+                        top = 70 * frame.shape[0] // 720       # the clip's header band, scaled with --width
+                        mask[:top] = frame[:top].max(axis=2) > 140
                     else:
                         top = (detect_ultrasound_region(frame) or crop_module.CropRect.full(frame)).y0
                         img, mask = draw_case(frame, case, max(top, 40))
@@ -211,7 +226,7 @@ def main() -> int:
 
     cv2.setNumThreads(1)      # the frames worker's own thread, as in a run on two cores
 
-    for frame in frames[:: max(1, len(frames) // 60)]:
+    for frame in frames[:: max(1, len(frames) // 60)] if not args.no_timing else []:
         rect = detect_ultrasound_region(frame) or crop_module.CropRect.full(frame)
         for key, width in (("720p", 1280), ("1080p", 1920), ("2160p", 3840)):
             scale = width / frame.shape[1]
@@ -225,14 +240,15 @@ def main() -> int:
             times[f"{key} live"].append(best_ms(lambda: live_full_size(yuv_frame, r)))
             times[f"{key} topic"].append(best_ms(lambda: topic_now(yuv_frame, r)))
     n = len(frames)
-    print(f"frames: {n} of {args.video} (every {args.every}); topic-s4 and live rows: engines/redact.py of "
+    size = f", scaled to {frames[0].shape[1]}x{frames[0].shape[0]}" if frames and args.width else ""
+    print(f"frames: {n} of {args.video} (every {args.every}{size}); topic-s4 and live rows: engines/redact.py of "
           f"{args.before_tree or 'this checkout'}")
     print("share of outgoing frames carrying the text (before = no header rule, no redaction; after = "
           "redaction of the BGR crop; live = of the colour crop of a YUV frame; topic-s4 / topic = the frames "
           "topic's published image, session 4's path / now):")
     for case in cases:
         print(f"  {case:<7} " + "   ".join(f"{m} {counts[m][case]:4d}/{n} ({counts[m][case] / n:.0%})" for m in modes))
-    for key, v in times.items():
+    for key, v in times.items() if not args.no_timing else []:
         what = ("frames worker, session 4's path: colour + redaction + downscale of a YUV crop" if key.endswith("live")
                 else "frames worker now: streamer.topic_image.redacted_display of a YUV crop" if key.endswith("topic")
                 else "redact_text on the BGR crop")
