@@ -55,10 +55,22 @@ class Steps:
         return out
 
 
+def _labelled_boxes(strokes: np.ndarray):
+    n, labels = R._labels(strokes)
+    points = cv2.findNonZero(strokes)
+    if points is None:
+        return n, labels, None
+    points = points.reshape(-1, 2)
+    return n, labels, R._boxes_of(n, labels[points[:, 1], points[:, 0]], points[:, 0], points[:, 1])
+
+
 def detector_steps(step: Steps, column: str, gray: np.ndarray) -> list:
     """engines.redact.find_text_boxes_small, timed as its parts (the same code, split)."""
     strokes, tophat = step(f"{column}: top-hat + threshold", lambda: R.stroke_mask(gray))
-    step(f"{column}: connected components", lambda: R._components(strokes))
+    if hasattr(R, "_labels"):     # session 7: labels only, boxes from the stroke pixel list
+        step(f"{column}: connected components (labels + boxes of the strokes)", lambda: _labelled_boxes(strokes))
+    else:
+        step(f"{column}: connected components", lambda: R._components(strokes))
     total = step(f"{column}: detector total (find_text_boxes_small)", lambda: R.find_text_boxes_small(gray))
     return total
 
