@@ -103,6 +103,11 @@ def run_layout(video: str, n: int, layout: str, args, extra: list[str], n_frames
             "rss_mb_peak": rss_peak, "rss_mb_per_stream": rss_peak / n}
 
 
+def _ms(value: float | None) -> str:
+    """p50 / p99 print as n/a when no frame was left after the warm-up (a starved run)."""
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video")
@@ -127,14 +132,14 @@ def main(argv=None) -> int:
             r = run_layout(args.video, n, layout, args, extra, n_frames)
             rows.append(r)
             print(f"  N={n} {r['layout']:<8} per-stream fps min {r['fps_min']:.1f}, classified min {r['pct_min']:.1f} %, "
-                  f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms, cores {r['cores']:.2f} ({r['cores_per_stream']:.2f}/stream), "
+                  f"p50 {_ms(r['p50'])} p99 {_ms(r['p99'])} ms, cores {r['cores']:.2f} ({r['cores_per_stream']:.2f}/stream), "
                   f"RSS {r['rss_mb_peak']:.0f} MB ({r['rss_mb_per_stream']:.0f}/stream)"
                   f"{', batches ' + r['batches'] if r['batches'] else ''}; load {load_average()}", flush=True)
     print("\n| N | layout | per-stream fps (min) | classified % (min) | p50 ms | p99 ms | cores | cores/stream | "
           "peak RSS MB | RSS MB/stream | session calls |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['layout']} | {r['fps_min']:.1f} | {r['pct_min']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+        print(f"| {r['n']} | {r['layout']} | {r['fps_min']:.1f} | {r['pct_min']:.1f} | {_ms(r['p50'])} | {_ms(r['p99'])} | "
               f"{r['cores']:.2f} | {r['cores_per_stream']:.2f} | {r['rss_mb_peak']:.0f} | {r['rss_mb_per_stream']:.0f} | "
               f"{r['batches'] or ''} |")
     if args.json:
