@@ -26,12 +26,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.errors import UserError  # noqa: E402
+from runlib import proc_stat_cpu  # noqa: E402
 
 
 def task_cpu_s(tid: int) -> float:
-    with open(f"/proc/self/task/{tid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    got = proc_stat_cpu(f"/proc/self/task/{tid}/stat")
+    if got is None:
+        raise OSError(f"thread {tid} of this process is gone")
+    return got[1]
 
 
 def run_variant(path: str, threads: int, spin: str, fifo: int | None, args) -> dict:

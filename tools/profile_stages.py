@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runlib import CLOCK_TICKS, proc_stat_cpu  # noqa: E402
 from streamer.commands.run import add_pipeline_arguments, pipeline_config  # noqa: E402
 import streamer.pipeline as pipeline_module  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
@@ -283,29 +284,15 @@ def print_tail(t: dict) -> None:
           f"{t['slow_with_gc']}")
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 def _pid_cpu(pid: int) -> float | None:
     """User + system CPU s of a whole process (all its threads) while it runs (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    got = proc_stat_cpu(f"/proc/{pid}/stat")
+    return None if got is None else got[1]
 
 
 def _task_cpu(tid: int) -> tuple[str, float] | None:
     """(kernel thread name, user + system CPU s) of one of this process's threads (Linux /proc)."""
-    try:
-        with open(f"/proc/self/task/{tid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    comm = stat[stat.index("(") + 1:stat.rindex(")")]
-    fields = stat[stat.rindex(")") + 2:].split()
-    return comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS   # utime, stime
+    return proc_stat_cpu(f"/proc/self/task/{tid}/stat")
 
 
 class ThreadCpuSampler:

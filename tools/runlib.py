@@ -14,6 +14,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_stat_cpu(stat_path: str) -> tuple[str, float] | None:
+    """(kernel name, user + system CPU s) from a Linux /proc/PID/stat or /proc/self/task/TID/stat;
+    None when it cannot be read (the process or thread is gone)."""
+    try:
+        with open(stat_path) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS   # utime, stime
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
