@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latency_report import MeasuredProcess, _env, free_port, parse_configs  # noqa: E402
+from runlib import child_pids  # noqa: E402
 from streamer import latency as L  # noqa: E402
 from engines.errors import UserError  # noqa: E402
 
@@ -60,14 +61,7 @@ def load_average() -> str:
 def tree_rss_mb(pid: int) -> float:
     """RSS of a process and its direct children (the capture process), MB."""
     total = 0
-    pids = [pid]
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    for p in pids:
+    for p in [pid, *child_pids(pid)]:
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:

@@ -30,6 +30,18 @@ def proc_stat_cpu(stat_path: str) -> tuple[str, float] | None:
     return comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS   # utime, stime
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc/PID/task/*/children); [] once it is gone."""
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

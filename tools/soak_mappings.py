@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runlib import child_pids  # noqa: E402
+
 MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$")
 
 
@@ -55,18 +58,9 @@ def resident_by_kind(pid: int) -> dict[str, int] | None:
 
 
 def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(p.name))
     out, todo = [], [root]
     while todo:
-        for kid in children.get(todo.pop(), []):
+        for kid in child_pids(todo.pop()):
             out.append(kid)
             todo.append(kid)
     return out
