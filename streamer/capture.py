@@ -2,14 +2,20 @@
 
 Why a process: decoding (FFmpeg) and inference (ONNX Runtime) both hold the GIL for long
 stretches; in one process they stall each other. The capture process decodes, paces files to
-their native rate, and writes each frame into ONE shared-memory slot. The inference side always
-takes the newest frame; a frame overwritten before it was taken is counted as skipped
-(latest-frame policy). In `fast` mode the capture waits for the consumer instead: nothing is
-skipped and a file is processed as fast as inference allows.
+their native rate, and writes frame number s into slot s % SLOTS of a small ring of
+shared-memory slots. The inference side takes the newest frame, except that an older frame still
+in the ring is taken first when it can still be published within the catch-up budget (the
+"catch-up" rule, CaptureProcess._choose); a frame not taken is counted as skipped (latest-frame
+policy). Why a ring: before a keyframe the decoder hands over several frames back to back (the
+I-frame's long decode delays the frames before it in display order), faster than the loop takes
+them; with ONE slot the first of them was overwritten before the loop was free, although the loop
+had time to spare right after the burst (docs/latency.md, Session 8). In `fast` mode the capture
+waits for the consumer instead: nothing is skipped and a file is processed as fast as inference
+allows.
 
-Nothing the parent waits on can be held by a dead child: the slot is a seqlock (the writer makes
-the sequence number odd while it writes, even when done; the reader copies and retries if the
-number moved), wake-ups and status events travel over pipes, and every wait has a timeout and a
+Nothing the parent waits on can be held by a dead child: each slot is a seqlock (the writer makes
+its sequence number odd while it writes, 2*s when frame s is complete; the reader copies and
+treats the frame as gone if the number moved), wake-ups and status events travel over pipes, and every wait has a timeout and a
 liveness check. The child dies with its parent whatever the parent's death (prctl
 PR_SET_PDEATHSIG on Linux, plus the parent's pid and the control pipe's end-of-file checked while
 it waits), ignores the terminal's and the service manager's signals (the parent owns shutdown),
@@ -39,20 +45,33 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from engines.errors import SourceError
+from engines.errors import SourceError, UserError
 
 from . import yuv
 
 MAX_FRAME_PIXELS = 3840 * 2160
 MAX_FRAME_BYTES = MAX_FRAME_PIXELS * 3   # a 4K BGR frame; an I420 one takes half
-# Slot header. seq: seqlock counter (odd while the child writes); index: frame index, monotonic
-# across reconnects; pts (nan if none); capture times; shape; decode_errors: damaged packets
-# skipped so far (this child); consumed: the last seq the parent took (fast mode).
-# layout: LAYOUT_BGR (h x w x 3) or LAYOUT_I420 (Y, then U, then V; streamer/yuv.py).
+# Ring control block, at the start of the shared memory. latest: the number (seq) of the newest
+# complete frame; consumed: the last seq the parent took (fast mode). Frames are numbered from 1;
+# the numbering goes on across capture-process restarts.
+CONTROL = np.dtype([("latest", "i8"), ("consumed", "i8")])
+CONTROL_BYTES = 64
+# Slot header. seq: seqlock (2*s - 1 while frame s is written, 2*s when complete); index: frame
+# index, monotonic across reconnects; pts (nan if none); capture times; shape; decode_errors:
+# damaged packets skipped so far (this child). layout: LAYOUT_BGR (h x w x 3) or LAYOUT_I420 (Y,
+# then U, then V; streamer/yuv.py).
 HEADER = np.dtype([("seq", "i8"), ("index", "i8"), ("pts", "f8"), ("t_mono", "f8"), ("t_wall", "f8"),
-                   ("h", "i4"), ("w", "i4"), ("decode_errors", "i8"), ("consumed", "i8"), ("layout", "i4")])
+                   ("h", "i4"), ("w", "i4"), ("decode_errors", "i8"), ("layout", "i4")])
 LAYOUT_BGR, LAYOUT_I420 = 0, 1
 HEADER_BYTES = 128
+SLOT_BYTES = HEADER_BYTES + MAX_FRAME_BYTES
+# Slots in the ring. Two hold a keyframe burst's frame while the loop works on the previous one;
+# untouched pages of a slot cost no memory (a 1080p I420 frame touches 3 MB of the 25 MB slot).
+SLOTS = 2
+# The loop's work per frame is estimated from this many recent frames (median); until that many
+# were seen, no older frame is taken (newest only).
+BUSY_WINDOW = 32
+BUSY_MIN_SAMPLES = 8
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0)        # between reconnect attempts of a live source
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)   # between restarts of a dead capture process
 MAX_RESTARTS_WITHOUT_PROGRESS = 5        # files: a capture that dies at the same place gives up
@@ -138,6 +157,12 @@ class CaptureOptions:
     skip_loop_filter: str | None = None   # H.264/HEVC deblocking skipped on these frames (pixel-changing)
     cpus: tuple[int, ...] | None = None   # pin this process and its threads (streamer/affinity.py)
     realtime_priority: int | None = None  # SCHED_FIFO for this process and its threads (streamer/realtime.py)
+    # An older frame still in the ring is taken before the newest when it would be published within
+    # this budget of its capture (its age + the loop's recent median work per frame). None: one frame
+    # period of the source (its nominal rate, else the measured interval between frames); 0: never
+    # (newest only, as with a single slot).
+    catch_up_ms: float | None = None
+    slots: int = SLOTS
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -212,10 +237,12 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
             return
 
     shm = shared_memory.SharedMemory(name=shm_name)
-    header = np.ndarray((1,), HEADER, buffer=shm.buf[:HEADER.itemsize])
-    pixels = shm.buf[HEADER_BYTES:]
-    slot_bytes = np.frombuffer(pixels, np.uint8)
-    seq = int(header["seq"][0]) // 2      # frames written by earlier capture processes count on
+    control_block = np.ndarray((1,), CONTROL, buffer=shm.buf[:CONTROL.itemsize])
+    headers = [slot_header(shm, i) for i in range(opts.slots)]
+    slot_pixels = [slot_array(shm, i) for i in range(opts.slots)]
+    seq = int(control_block["latest"][0])   # frames written by earlier capture processes count on
+    last_shape = ((int(headers[seq % opts.slots]["h"][0]), int(headers[seq % opts.slots]["w"][0]))
+                  if seq > 0 else None)
     next_index = index_base
     attempt = 0
     opened_once = False
@@ -277,15 +304,18 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
                         send("error", f"{opts.source}: frame {w}x{h} larger than 4K", None)
                         return
                     if opts.fast:   # wait until the consumer took the previous frame
-                        while int(header["consumed"][0]) < seq and not ctl.wait(0.5):
+                        while int(control_block["consumed"][0]) < seq and not ctl.wait(0.5):
                             pass
                         if ctl.stopped:
                             break
-                    if (h, w) != (int(header["h"][0]), int(header["w"][0])) and seq > 0:
+                    if last_shape is not None and (h, w) != last_shape:
                         send("status", "live", {**info.as_dict(), "width": w, "height": h,
                                                 "pix_fmt": frame.pix_fmt, "resized": True})
-                    header["seq"] = 2 * seq + 1                     # writing
-                    slot = slot_bytes[:nbytes]
+                    last_shape = (h, w)
+                    seq += 1                                        # this frame's number
+                    header = headers[seq % opts.slots]
+                    header["seq"] = 2 * seq - 1                     # writing
+                    slot = slot_pixels[seq % opts.slots][:nbytes]
                     if layout == LAYOUT_BGR:
                         slot[:] = frame.image.reshape(-1)
                     else:   # straight from the decoder's planes (skipping line padding): one copy
@@ -296,8 +326,8 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
                     header["t_mono"], header["t_wall"] = time.monotonic(), time.time()
                     header["h"], header["w"] = h, w
                     header["decode_errors"] = errors_before + src.decode_errors
-                    seq += 1
-                    header["seq"] = 2 * seq                         # done
+                    header["seq"] = 2 * seq                         # complete
+                    control_block["latest"] = seq                   # the newest frame, for the reader
                     next_index += 1
                     try:
                         os.write(notify_fd, b"f")
@@ -316,7 +346,8 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
                 lost = str(exc)
             finally:
                 errors_before += src.decode_errors
-                header["decode_errors"] = errors_before
+                if seq > 0:
+                    headers[seq % opts.slots]["decode_errors"] = errors_before
                 src.close()
             if ctl.stopped:
                 return
@@ -333,9 +364,36 @@ def _capture_main(opts: CaptureOptions, shm_name: str, notify, events, control, 
     except Exception as exc:   # report, never die silently
         send("error", f"capture failed: {type(exc).__name__}: {exc}", None)
     finally:
-        slot = None                               # every view of the mapping goes before close()
-        del header, pixels, slot_bytes, slot
+        slot = header = None                      # every view of the mapping goes before close()
+        del control_block, headers, slot_pixels, slot, header
         shm.close()
+
+
+def slot_header(shm: shared_memory.SharedMemory, i: int) -> np.ndarray:
+    start = CONTROL_BYTES + i * SLOT_BYTES
+    return np.ndarray((1,), HEADER, buffer=shm.buf[start:start + HEADER.itemsize])
+
+
+def slot_array(shm: shared_memory.SharedMemory, i: int) -> np.ndarray:
+    """Slot i's pixel bytes (a view of the mapping)."""
+    start = CONTROL_BYTES + i * SLOT_BYTES + HEADER_BYTES
+    return np.frombuffer(shm.buf[start:start + MAX_FRAME_BYTES], np.uint8)
+
+
+def parse_catch_up(spec: str | None) -> float | None:
+    """--catch-up-ms: 'auto' (None: one frame period of the source), 'off' or a number of ms >= 0."""
+    if spec is None or str(spec).strip().lower() == "auto":
+        return None
+    text = str(spec).strip().lower()
+    if text == "off":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"--catch-up-ms must be auto, off or a number of milliseconds >= 0, not {spec!r}")
+    return value
 
 
 def _is_live(source: str) -> bool:
@@ -352,9 +410,20 @@ class CaptureProcess:
     def __init__(self, opts: CaptureOptions):
         self.opts = opts
         self._ctx = mp.get_context("spawn")
-        self.shm = shared_memory.SharedMemory(create=True, size=HEADER_BYTES + MAX_FRAME_BYTES)
-        self._header = np.ndarray((1,), HEADER, buffer=self.shm.buf[:HEADER.itemsize])
-        self._header[0] = (0, -1, np.nan, 0.0, 0.0, 0, 0, 0, 0, LAYOUT_BGR)
+        if opts.slots < 1:
+            raise ValueError("CaptureOptions.slots must be at least 1")
+        self.slots = opts.slots
+        self.shm = shared_memory.SharedMemory(create=True, size=CONTROL_BYTES + self.slots * SLOT_BYTES)
+        self._control_block = np.ndarray((1,), CONTROL, buffer=self.shm.buf[:CONTROL.itemsize])
+        self._control_block[0] = (0, 0)
+        self._headers = [slot_header(self.shm, i) for i in range(self.slots)]
+        for hdr in self._headers:
+            hdr[0] = (0, -1, np.nan, 0.0, 0.0, 0, 0, 0, LAYOUT_BGR)
+        self._busy_s: list[float] = []     # the loop's recent work per frame (catch-up rule)
+        self._t_handed: float | None = None   # when the last frame handed out was taken
+        self._interval_s: list[float] = []    # recent capture intervals, when the rate is unknown
+        self._t_last_capture = 0.0
+        self.caught_up = 0                 # frames taken although a newer one was waiting
         self.proc = None
         self._notify = self._events = self._control = None
         self.last_seq = 0
@@ -467,8 +536,14 @@ class CaptureProcess:
 
     # ---- frames ---------------------------------------------------------------------------
     def next_frame(self, timeout_s: float = 0.2) -> CapturedFrame | None:
-        """The newest frame not yet taken, or None after timeout_s (never longer)."""
-        deadline = time.monotonic() + timeout_s
+        """The next frame to process, or None after timeout_s (never longer): the newest frame not
+        yet taken, or an older one still in the ring that the catch-up rule lets through."""
+        now = time.monotonic()
+        deadline = now + timeout_s
+        if self._t_handed is not None:   # the caller worked on the last frame until now
+            self._busy_s.append(now - self._t_handed)
+            del self._busy_s[:-BUSY_WINDOW]
+            self._t_handed = None
         while True:
             frame = self._take()
             if frame is not None:
@@ -495,26 +570,79 @@ class CaptureProcess:
             elif not self.proc.is_alive():
                 return self._take()
 
-    def _take(self) -> CapturedFrame | None:
-        """Seqlock read of the slot: copy, then check that the writer did not move meanwhile."""
-        hdr = self._header
-        for _ in range(50):
-            s1 = int(hdr["seq"][0])
-            if s1 & 1:                       # the child is writing: it never holds this long
-                time.sleep(0.0005)
+    def catch_up_budget_s(self) -> float:
+        """How soon after its capture an older frame must be publishable to be taken (0: never)."""
+        if self.opts.catch_up_ms is not None:
+            return max(0.0, self.opts.catch_up_ms / 1e3)
+        fps = self.source_info.get("fps") or 0.0
+        if fps > 0:
+            return 1.0 / fps
+        if len(self._interval_s) >= BUSY_MIN_SAMPLES:   # a live source without a nominal rate
+            return float(np.median(self._interval_s))
+        return 0.0
+
+    def busy_estimate_s(self) -> float | None:
+        """The caller's median work per frame over the last BUSY_WINDOW frames (None: too few yet)."""
+        return float(np.median(self._busy_s)) if len(self._busy_s) >= BUSY_MIN_SAMPLES else None
+
+    def _choose(self, latest: int, now: float) -> int:
+        """The number of the frame to take, `latest` being the newest complete one.
+
+        Newest wins, except that the oldest frame still in the ring whose age plus the loop's
+        recent work per frame fits the catch-up budget goes first: it would still be published
+        within the budget (one frame period by default), so it is classified instead of skipped,
+        and the newer frames wait behind it for at most that long. When the loop cannot keep up
+        (its work alone exceeds the budget) or in the first frames (no estimate yet), this is the
+        single slot's rule: newest only."""
+        first = max(self.last_seq + 1, latest - self.slots + 1)   # older ones are overwritten
+        if first >= latest:
+            return latest
+        budget = self.catch_up_budget_s()
+        busy = self.busy_estimate_s()
+        if budget <= 0 or busy is None or busy >= budget:
+            return latest
+        for seq in range(first, latest):
+            hdr = self._headers[seq % self.slots]
+            if int(hdr["seq"][0]) != 2 * seq:       # being overwritten: gone
                 continue
-            seq = s1 // 2
-            if seq == self.last_seq:
+            if now - float(hdr["t_mono"][0]) + busy <= budget:
+                return seq
+        return latest
+
+    def _take(self) -> CapturedFrame | None:
+        """Seqlock read of the chosen slot: copy, then check that the writer did not move meanwhile
+        (if it did, that frame is gone: choose again)."""
+        gone = self.last_seq              # frames up to this one are taken or overwritten
+        for _ in range(50):
+            latest = int(self._control_block["latest"][0])
+            if latest <= self.last_seq:
                 return None
+            t_start = time.monotonic()
+            seq = self._choose(latest, t_start) if gone == self.last_seq else latest
+            hdr = self._headers[seq % self.slots]
+            s1 = int(hdr["seq"][0])
+            if s1 != 2 * seq:                # the child is already writing a newer frame here
+                gone = seq
+                if s1 & 1:                   # mid-write: it never holds this long
+                    time.sleep(0.0005)
+                continue
             h0 = hdr[0].copy()
             h, w, layout = int(h0["h"]), int(h0["w"]), int(h0["layout"])
             shape = (yuv.i420_rows(h), w) if layout == LAYOUT_I420 else (h, w, 3)
-            pixels = np.frombuffer(self.shm.buf[HEADER_BYTES:], np.uint8, int(np.prod(shape))).reshape(shape).copy()
-            if int(hdr["seq"][0]) != s1:     # overwritten while we copied: take the newer one
+            pixels = slot_array(self.shm, seq % self.slots)[:int(np.prod(shape))].reshape(shape).copy()
+            if int(hdr["seq"][0]) != s1:     # overwritten while we copied: take a newer one
+                gone = seq
                 continue
             skipped = max(0, seq - self.last_seq - 1)
+            if seq < latest:
+                self.caught_up += 1
+            if self.last_seq > 0 and h0["t_mono"] > 0 and seq > self.last_seq:
+                self._interval_s.append((float(h0["t_mono"]) - self._t_last_capture) / (seq - self.last_seq))
+                del self._interval_s[:-BUSY_WINDOW]
+            self._t_last_capture = float(h0["t_mono"])
             self.last_seq = seq
-            hdr["consumed"] = seq
+            self._t_handed = t_start
+            self._control_block["consumed"] = seq
             if self.opts.fast:
                 try:
                     os.write(self._control.fileno(), b"c")
@@ -559,7 +687,7 @@ class CaptureProcess:
                 self._drain_events()
                 self._pending.clear()
         self._close_pipes()
-        self._header = None
+        self._headers, self._control_block = [], None   # views of the mapping go before close()
         try:
             self.shm.close()
             self.shm.unlink()

@@ -56,6 +56,7 @@ class PipelineConfig:
     realtime: str | None = None              # SCHED_FIFO for loop / model / capture (streamer/realtime.py)
     decode_threads: str | None = None        # PyAV decoder threading TYPE[:N] (streamer/sources.py)
     skip_loop_filter: str | None = None      # opt-in, pixel-changing: decode without deblocking
+    catch_up_ms: float | None = None         # an older waiting frame's budget (None: one frame period; 0: off)
     opencv_threads: int = DEFAULT_OPENCV_THREADS   # OpenCV's pool in this process (streamer/cvthreads.py)
     backend: str = "onnxruntime"
     threads: int = 1
@@ -250,6 +251,7 @@ class Pipeline:
                               open_timeout_s=cfg.open_timeout_s, reconnect=cfg.reconnect,
                               max_frames=cfg.max_frames, open_deadline_s=cfg.open_deadline_s,
                               decode_threads=cfg.decode_threads, skip_loop_filter=cfg.skip_loop_filter,
+                              catch_up_ms=cfg.catch_up_ms,
                               cpus=self.affinity.capture if self.affinity else None,
                               realtime_priority=self.realtime.capture if self.realtime else None)
         t_start, cpu_start = time.monotonic(), _cpu_seconds()

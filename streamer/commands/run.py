@@ -34,6 +34,11 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--decode-threads", default="size", metavar="TYPE[:N]",
                    help="PyAV decoder threading: size (default: one thread up to 1080p, FFmpeg's frame threads "
                         "above), auto (FFmpeg's choice), frame, slice or none, optionally :N threads")
+    p.add_argument("--catch-up-ms", default="auto", metavar="MS",
+                   help="native rate: when the loop is free and an older frame is still waiting behind the newest "
+                        "(a decoder burst before a keyframe), process it first if it can still be published within "
+                        "MS of its capture; auto (default): one frame period of the source; 0: newest frame only "
+                        "(streamer/capture.py, docs/latency.md Session 8)")
     p.add_argument("--skip-loop-filter", default="off", metavar="WHICH",
                    help="H.264/HEVC: decode without the deblocking filter on noref, bidir, nokey or all "
                         "frames: less decode CPU, slightly different pixels (default off; docs/latency.md, Session 7)")
@@ -107,10 +112,13 @@ def pipeline_config(args, source: str):
         raise UserError("--realtime-priority model=N needs --threads 2 or more (the model's extra threads)")
     check_permission(rt)
     skip_loop_filter = parse_skip_loop_filter(getattr(args, "skip_loop_filter", None))
+    from ..capture import parse_catch_up
+    catch_up_ms = parse_catch_up(getattr(args, "catch_up_ms", "auto"))
     return PipelineConfig(source=source, fast=args.fast, model=args.model, anomaly_model=args.anomaly_model,
                           subplane_model=args.subplane_model, subplane_every_s=subplane_every or 0.0,
                           cpu_affinity=cpu_affinity, decode_threads=decode_threads, realtime=realtime,
                           skip_loop_filter=skip_loop_filter, opencv_threads=opencv_threads,
+                          catch_up_ms=catch_up_ms,
                           backend=args.backend, threads=args.threads, publish=args.publish,
                           stream_id=args.stream_id, record=args.record, crop=args.crop,
                           send_frames=not args.no_frames, frames_fps=args.frames_fps or None,
