@@ -15,7 +15,17 @@ Why: on a 2-core box the decoder's threads, the loop and the frames worker other
 other on both cores; with the loop alone on one core a frame's path is never queued behind a decode
 (measured in docs/latency.md, Session 6). The value of each role is one CPU (`1`), a range (`0-1`)
 or several joined with `+` (`0+2`). `auto` is capture=0,loop=1,model=0,workers=0 on a box with at least two
-CPUs; `off` (the default) leaves scheduling to the OS.
+CPUs, and capture=0,loop=1,model=0,workers=1 when the loop is real-time (`--realtime-priority loop=N`);
+`off` (the default) leaves scheduling to the OS.
+
+Why the workers go to the loop's core when the loop is real-time: they are Python threads, and the
+loop needs the GIL they hold between their C calls. On core 0 a worker holding the GIL sits behind
+the capture's decode (a keyframe's long decode) and the model's FIFO intra-op thread, while the
+FIFO loop on core 1 waits for the GIL: a priority inversion that made the loop miss the frames just
+before keyframes (docs/latency.md, Session 8). Beside a FIFO loop a worker runs only in the loop's
+idle time, so it never delays the loop, and when the loop waits for the GIL the holder has the core.
+Without real-time, a worker on the loop's core competes with it as an equal, so `auto` keeps it on
+core 0 (Session 6's measurement).
 """
 from __future__ import annotations
 
@@ -28,6 +38,7 @@ from engines.errors import UserError
 
 ROLES = ("capture", "loop", "model", "workers")
 AUTO = "capture=0,loop=1,model=0,workers=0"
+AUTO_REALTIME_LOOP = "capture=0,loop=1,model=0,workers=1"   # the workers beside a FIFO loop (the GIL)
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,9 @@ def is_off(spec: str | None) -> bool:
     return spec is None or spec.strip().lower() in ("", "off", "none")
 
 
-def parse_affinity(spec: str | None) -> Affinity | None:
-    """`off` / None -> None; `auto`; or role=cpus pairs. Bad input: UserError (one line)."""
+def parse_affinity(spec: str | None, realtime_loop: bool = False) -> Affinity | None:
+    """`off` / None -> None; `auto` (AUTO, or AUTO_REALTIME_LOOP when realtime_loop: the loop runs
+    SCHED_FIFO); or role=cpus pairs. Bad input: UserError (one line)."""
     if is_off(spec):
         return None
     if not hasattr(os, "sched_setaffinity"):
@@ -84,7 +96,7 @@ def parse_affinity(spec: str | None) -> Affinity | None:
         if len(allowed) < 2 or not {0, 1} <= allowed:
             raise UserError(f"--cpu-affinity auto needs CPUs 0 and 1 (this process may use "
                             f"{', '.join(map(str, sorted(allowed)))}); give roles explicitly")
-        spec = AUTO
+        spec = AUTO_REALTIME_LOOP if realtime_loop else AUTO
     roles: dict[str, tuple[int, ...]] = {}
     for item in spec.split(","):
         role, sep, value = item.partition("=")

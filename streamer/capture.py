@@ -424,6 +424,8 @@ class CaptureProcess:
         self._interval_s: list[float] = []    # recent capture intervals, when the rate is unknown
         self._t_last_capture = 0.0
         self.caught_up = 0                 # frames taken although a newer one was waiting
+        self.skipped_overwritten = 0       # skipped: overwritten in the ring before the loop was free
+        self.skipped_passed_over = 0       # skipped: still in the ring, but too old for the catch-up budget
         self.proc = None
         self._notify = self._events = self._control = None
         self.last_seq = 0
@@ -636,6 +638,9 @@ class CaptureProcess:
             skipped = max(0, seq - self.last_seq - 1)
             if seq < latest:
                 self.caught_up += 1
+            in_ring = max(self.last_seq + 1, latest - self.slots + 1)   # the oldest frame not overwritten
+            self.skipped_passed_over += max(0, seq - in_ring)
+            self.skipped_overwritten += skipped - max(0, seq - in_ring)
             if self.last_seq > 0 and h0["t_mono"] > 0 and seq > self.last_seq:
                 self._interval_s.append((float(h0["t_mono"]) - self._t_last_capture) / (seq - self.last_seq))
                 del self._interval_s[:-BUSY_WINDOW]

@@ -174,16 +174,18 @@ class Pipeline:
     def __init__(self, cfg: PipelineConfig, log=print, classifier: PlaneClassifier | None = None):
         self.cfg = cfg
         self.log = log
-        # --cpu-affinity: this process's threads go to the loop's CPUs before the models load (their
-        # intra-op threads inherit the mask); ONNX Runtime's extra threads may then move to `model`.
-        self.affinity = parse_affinity(cfg.cpu_affinity)
-        aff = self.affinity or Affinity()
-        pin_process(aff.loop)
-        set_opencv_threads(cfg.opencv_threads)
         # --realtime-priority: SCHED_FIFO for the loop during run(), the plane model's extra intra-op
         # threads (found as the threads its session adds) and the capture process.
         self.realtime = parse_realtime(cfg.realtime)
         check_permission(self.realtime)          # refused: one line, before anything starts
+        # --cpu-affinity: this process's threads go to the loop's CPUs before the models load (their
+        # intra-op threads inherit the mask); ONNX Runtime's extra threads may then move to `model`.
+        # `auto` puts the workers beside a real-time loop (streamer/affinity.py: the GIL).
+        self.affinity = parse_affinity(cfg.cpu_affinity,
+                                       realtime_loop=bool(self.realtime and self.realtime.loop))
+        aff = self.affinity or Affinity()
+        pin_process(aff.loop)
+        set_opencv_threads(cfg.opencv_threads)
         rt_model = self.realtime.model if self.realtime else None
         if rt_model and cfg.backend == "onnxruntime":
             import onnxruntime  # noqa: F401  (its import starts a thread of its own, not the model's pool)

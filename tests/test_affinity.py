@@ -23,6 +23,9 @@ linux_two_cpus = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or
 def test_affinity_specs():
     assert parse_affinity(None) is None and parse_affinity("off") is None
     assert parse_affinity("auto") == Affinity(capture=(0,), loop=(1,), model=(0,), workers=(0,))
+    # a real-time loop: the Python workers go beside it (a worker holding the GIL must not starve on core 0)
+    assert parse_affinity("auto", realtime_loop=True) == Affinity(capture=(0,), loop=(1,), model=(0,), workers=(1,))
+    assert parse_affinity("loop=1,workers=0", realtime_loop=True).workers == (0,)   # explicit roles stay as given
     aff = parse_affinity("loop=1, capture=0-1")
     assert aff == Affinity(capture=(0, 1), loop=(1,))
     assert aff.worker_cpus == (1,) and aff.model_cpus == (1,)        # workers / model default to the loop's
@@ -154,6 +157,30 @@ def test_pinning_puts_each_part_on_its_cpus():
     assert [0] in pinned_to, out["threads"]        # ONNX Runtime's second intra-op thread moved to the model CPU
     assert out["frames_worker"] == [0]
     assert out["got_frame"] and out["capture"] == [[0]] and out["capture_threads"] >= 2, out   # decoder threads inherit the mask
+
+
+def _realtime_permitted() -> bool:
+    from streamer.realtime import Realtime, check_permission
+    try:
+        check_permission(Realtime(loop=10))
+        return True
+    except UserError:
+        return False
+
+
+@linux_two_cpus
+@pytest.mark.skipif(not hasattr(os, "sched_setscheduler") or not _realtime_permitted(),
+                    reason="needs permission for SCHED_FIFO (root / CAP_SYS_NICE)")
+def test_auto_pinning_with_a_realtime_loop_puts_the_workers_beside_the_loop():
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(SAMPLE_CLIP), "--threads", "2", "--cpu-affinity", "auto",
+                           "--realtime-priority", "loop=10", "--anomaly-model", "none"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["main"] == [1] and out["frames_worker"] == [1]
+    assert [0] in [cpus for masks in out["threads"].values() for cpus in masks]   # ORT's second thread: model=0
+    assert out["got_frame"] and out["capture"] == [[0]], out
 
 
 def test_bad_pinning_and_decoder_options_are_one_line(tmp_path):

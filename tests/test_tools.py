@@ -149,3 +149,18 @@ def test_profile_stages_reports_steady_state_cpu_per_thread(tmp_path):
     assert threads["main (the loop)"] > 0 and "frames-topic" in threads
     assert r["steady_capture_cpu_ms_per_frame"] > 0
     assert "per thread" in proc.stdout
+
+
+def test_bench_live_places_missed_frames_against_the_decoded_keyframes():
+    """bench_live finds keyframes from the demuxed packets only; they must be the frames the
+    decoder marks as keyframes, in display order (the capture's frame index)."""
+    import av
+    sys.path.insert(0, str(ROOT / "tools"))
+    from bench_live import keyframe_positions, where_missed
+    from .conftest import SAMPLE_CLIP
+    with av.open(str(SAMPLE_CLIP)) as c:
+        decoded = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+    assert keyframe_positions(str(SAMPLE_CLIP)) == decoded and len(decoded) >= 2
+    k = decoded[1]
+    got = where_missed([1, k - 4, k - 1, k, k + 1, k - 5], decoded, rate=1.0, startup_s=2.0)
+    assert got == {"startup": 1, "before_keyframe": 2, "other": 3}

@@ -15,6 +15,8 @@ overlay's own receiving code: CONFLATE, JPEG decode) runs in this process for th
 Per run: % of the source's frames classified (results / frames in the file), capture->publish p50 /
 p99 after the warm-up (blank frames, which skip the model, left out unless --include-blank), CPU
 cores of the sonoplane process tree (os.wait4 rusage / wall), peak RSS, frames the overlay got.
+The frames not classified are counted by where they sit: the first 3 s, within 4 frames before a
+keyframe (the decoder's burst), elsewhere (UDP: indices count from the first frame received).
 A config may name another checkout with `--tree=DIR` (e.g. a `git worktree` of the commit
 before a change) to measure before / after side by side in one run.
 Configs are interleaved (A B A B per repeat) so a noisy neighbour hits each alike; ratios are
@@ -52,6 +54,33 @@ def count_frames(video: str) -> tuple[int, float]:
         n = s.frames or sum(1 for _ in c.demux(s) if _.size)
         rate = float(s.average_rate or s.guessed_rate or 0)
     return n, rate
+
+
+def keyframe_positions(video: str) -> list[int]:
+    """Display-order positions of the keyframes (demuxed packets only, no decoding)."""
+    import av
+    with av.open(video) as c:
+        s = c.streams.video[0]
+        pkts = [(p.pts, p.is_keyframe) for p in c.demux(s) if p.size and p.pts is not None]
+    order = sorted(pkts)
+    return [i for i, (_, key) in enumerate(order) if key]
+
+
+def where_missed(missing: list[int], keyframes: list[int], rate: float, startup_s: float = 3.0) -> dict:
+    """Frames not classified, by where they sit: the first startup_s of the file (opening, no
+    crop region yet), within 4 frames before a keyframe (the decoder's burst), or elsewhere."""
+    import bisect
+    startup = int(startup_s * rate) if rate else 0
+    out = {"startup": 0, "before_keyframe": 0, "other": 0}
+    for i in missing:
+        j = bisect.bisect_right(keyframes, i)        # the first keyframe after frame i
+        if i < startup:
+            out["startup"] += 1
+        elif j < len(keyframes) and keyframes[j] - i <= 4:
+            out["before_keyframe"] += 1
+        else:
+            out["other"] += 1
+    return out
 
 
 def load_average() -> str:
@@ -161,6 +190,7 @@ def run_once(video: str, mode: str, extra: list[str], args, n_frames: int) -> di
             "p50": float(np.percentile(lat, 50)) if lat.size else None,
             "p99": float(np.percentile(lat, 99)) if lat.size else None,
             "max": float(lat.max()) if lat.size else None,
+            "missing": sorted(set(range(n_frames)) - {int(r["frame"]) for r in results}),
             "over_frame_period_pct": None,
             "latency_ms": lat.tolist(),
             "cores": info["cores"], "wall_s": info["wall_s"],
@@ -193,6 +223,7 @@ def main(argv=None) -> int:
         configs = parse_configs(args.config) if args.config else [("default", [])]
         n_frames, rate = count_frames(args.video)
         period = 1000.0 / rate if rate else None
+        keyframes = keyframe_positions(args.video)
         print(f"video {args.video}: {n_frames} frames at {rate:g} fps (frame period {period or 0:.1f} ms); "
               f"load {load_average()}; {os.cpu_count()} cores", flush=True)
         runs: list[dict] = []
@@ -203,11 +234,15 @@ def main(argv=None) -> int:
                     r.update(config=name, repeat=rep)
                     if period and r["latency_ms"]:
                         r["over_frame_period_pct"] = 100.0 * float(np.mean(np.asarray(r["latency_ms"]) > period))
+                    r["missed_where"] = where_missed(r["missing"], keyframes, rate)
                     runs.append(r)
                     print(f"  [{rep}] {mode:<4} {name:<14} classified {r['classified_pct']:6.2f} % "
                           f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms  cores {r['cores']:.2f}  "
                           f"CPU {r['cpu_ms_per_classified']:.1f} ms/frame  wall {r['wall_s']:.0f} s  "
                           f"RSS {r['rss_mb_peak']} MB  load {load_average()}", flush=True)
+                    w = r["missed_where"]
+                    print(f"      missed {len(r['missing'])}: first 3 s {w['startup']}, <= 4 before a keyframe "
+                          f"{w['before_keyframe']}, elsewhere {w['other']}", flush=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
