@@ -149,6 +149,9 @@ def test_profile_stages_reports_steady_state_cpu_per_thread(tmp_path):
     assert threads["main (the loop)"] > 0 and "frames-topic" in threads
     assert r["steady_capture_cpu_ms_per_frame"] > 0
     assert "per thread" in proc.stdout
+    h = r["handover"]                                 # --fast: the capture waits, nothing skipped
+    assert h["slots"] == 2 and h["skipped_total"] == h["skipped_overwritten"] + h["skipped_passed_over"] == 0
+    assert "capture hand-over" in proc.stdout
 
 
 def test_bench_live_places_missed_frames_against_the_decoded_keyframes():

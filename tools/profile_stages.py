@@ -12,7 +12,8 @@ per-frame loop body; each as wall time and as this thread's CPU time (less
 noisy on a shared machine). Parts that a version of
 the pipeline lacks are left out. Prints p50 / p99 / mean ms per span and the share of frames
 classified, and the CPU of the capture process (decode + conversion + copy into shared memory) per
-delivered frame. Timers add ~1 us per call.
+delivered frame, and the capture hand-over's counters (frames skipped because the ring overwrote
+them or because they were too old to catch up, frames taken behind a newer one). Timers add ~1 us per call.
 """
 from __future__ import annotations
 
@@ -366,6 +367,21 @@ def table(spans: dict, cpu: dict, warmup: int) -> list[dict]:
     return rows
 
 
+def record_handover() -> dict:
+    """The capture's hand-over counters (streamer/capture.py ring), read when the run closes it;
+    empty for a version of the pipeline without the ring."""
+    handover: dict = {}
+    cls = pipeline_module.CaptureProcess
+    close = cls.close
+
+    def recording_close(cap):
+        handover.update({k: getattr(cap, k) for k in ("slots", "skipped_total", "skipped_overwritten",
+                                                      "skipped_passed_over", "caught_up") if hasattr(cap, k)})
+        close(cap)
+    cls.close = recording_close
+    return handover
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video")
@@ -396,6 +412,7 @@ def main(argv=None) -> int:
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
     tail = TailProbe() if args.tail else None
+    handover = record_handover()
     spans, cpu, summary = profile(pipeline, tail, args.warmup)
     rows = table(spans, cpu, args.warmup)
     pct = summary.percentiles()
@@ -422,6 +439,11 @@ def main(argv=None) -> int:
         print("  per thread (ms per classified frame; /proc ticks of "
               f"{1e3 / CLOCK_TICKS:.0f} ms): " + ", ".join(
                   f"{name} {1e3 * cpu / steady_n:.2f}" for name, cpu in threads.items()))
+    if "caught_up" in handover:
+        print(f"capture hand-over ({handover['slots']} slots): {handover['skipped_total']} frames skipped "
+              f"({handover['skipped_overwritten']} overwritten in the ring before the loop was free, "
+              f"{handover['skipped_passed_over']} passed over as too old for the catch-up budget), "
+              f"{handover['caught_up']} taken behind a newer one")
     tail_summary = tail.report(args.warmup, args.period_ms) if tail is not None else None
     if tail_summary is not None:
         print_tail(tail_summary)
@@ -432,7 +454,7 @@ def main(argv=None) -> int:
             "process_cpu_ms_per_classified": main_ms,
             "steady_thread_cpu_ms_per_classified": {k: 1e3 * v / steady_n for k, v in threads.items()},
             "steady_capture_cpu_ms_per_frame": steady_capture,
-            "cores": summary.cpu_s / max(summary.wall_s, 1e-9)}, indent=1))
+            "cores": summary.cpu_s / max(summary.wall_s, 1e-9), "handover": handover}, indent=1))
     return 0
 
 
