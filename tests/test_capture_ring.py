@@ -54,7 +54,8 @@ def check_accounting(taken: list, cap: CaptureProcess, n: int) -> None:
 
 def test_a_generous_budget_loses_no_frame_to_a_stall_and_keeps_the_order():
     n = 60
-    taken, cap = consume(CaptureOptions(str(SAMPLE_CLIP), max_frames=n, catch_up_ms=1000, slots=4))
+    # 6 slots: a stall overshooting on a loaded box still cannot lap the ring
+    taken, cap = consume(CaptureOptions(str(SAMPLE_CLIP), max_frames=n, catch_up_ms=1000, slots=6))
     check_accounting(taken, cap, n)
     assert cap.skipped_total == 0
     assert cap.caught_up >= 3        # each stall left older frames waiting behind a newer one
@@ -78,9 +79,8 @@ def test_by_default_a_frame_that_cannot_be_published_within_one_period_is_skippe
     check_accounting(taken, cap, n)
     assert cap.catch_up_budget_s() == pytest.approx(1 / 30, rel=0.01)
     assert cap.skipped_total >= 3
-    for i in range(1, len(taken)):   # a stall is followed by a skip, never by a caught-up old frame
-        if i > 10 and i % STALL_EVERY == 0:
-            assert taken[i][1] >= 1, taken[i - 2:i + 2]
+    assert cap.skipped_passed_over + cap.skipped_overwritten == cap.skipped_total
+    assert cap.skipped_passed_over >= 1   # a stall's older frame: still in the ring, but declined as too old
 
 
 def test_a_consumer_slower_than_the_source_is_never_fed_old_frames():
