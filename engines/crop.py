@@ -94,7 +94,7 @@ def below_header(frame: np.ndarray, textured: np.ndarray, scale: float, x: int, 
     fx0, fx1 = int(x * inv), int(np.ceil((x + bw) * inv))
     fy0, fy1 = int(y * inv), int(np.ceil((y + bh * HEADER_SEARCH) * inv))
     strip = frame[fy0:fy1, fx0:fx1]
-    boxes = sorted(find_text_boxes(strip), key=lambda b: b.y0)
+    boxes = sorted(find_text_boxes(strip, cover=False), key=lambda b: b.y0)
     if not boxes:
         return y
     not_text = np.ones((fy1 - fy0, fx1 - fx0), bool)

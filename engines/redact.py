@@ -13,7 +13,9 @@ tissue, whose bright structures are wider or speckle-dim), a threshold keeps the
 ones, a horizontal dilation joins strokes into words, and connected components are kept when they
 are glyph-sized and word-shaped (height within text range, at least as wide as tall, sparse ink).
 The kept boxes, padded, are blanked (set to black) in the full-size image. It errs on the side of
-blanking: a small false box on tissue costs a few published pixels, a missed name is a leak.
+blanking: a small false box on tissue costs a few published pixels, a missed name is a leak. So
+what is blanked (cover=True) also takes in the text line around each word, where letters over
+bright tissue fail the glyph tests (find_text_boxes_small; docs/redaction.md, session 8).
 """
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ PAD = 2                    # work pixels added around each blanked box (antialia
 WORD_GAP = 9                # letters closer than this (work pixels) belong to one word (odd: the
                             # dilation is centred, find_text_boxes_small widens word boxes by WORD_GAP // 2)
 MIN_GLYPHS = 3          # a word: at least this many glyphs (a lone speckle is not text)
+CARRY_CONTRAST = 60     # a confirmed word's line is carried over strokes this crisp (top-hat, below
+                        # STROKE_CONTRAST: the low threshold of hysteresis, only beside a word)
+CARRY_LETTERS = 8       # ... at most this many letter heights (the word's) each side: the pieces a line
+                        # loses are a few letters; a false word on bright speckle must not run on
 
 
 @dataclass(frozen=True, order=True)
@@ -78,8 +84,12 @@ def _boxes_of(n: int, lab: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
     return stats
 
 
-def find_text_boxes_small(gray_small: np.ndarray) -> list[TextBox]:
-    """Word-shaped groups of glyph-like strokes, in the coordinates of `gray_small` (sorted)."""
+def find_text_boxes_small(gray_small: np.ndarray, cover: bool = True) -> list[TextBox]:
+    """Word-shaped groups of glyph-like strokes, in the coordinates of `gray_small` (sorted).
+
+    cover: the boxes to blank, which err towards covering the whole text line (below); False:
+    the words alone, where they are sure (the crop's header rule measures the tissue beside
+    them)."""
     strokes, tophat = stroke_mask(gray_small)
     # The stroke pixels as (x, y), in raster order; None when there are none (most frames of a
     # clean image: nothing else is computed then).
@@ -88,8 +98,8 @@ def find_text_boxes_small(gray_small: np.ndarray) -> list[TextBox]:
         return []
     points = points.reshape(-1, 2)
     xs, ys = points[:, 0], points[:, 1]
-    # 1. Glyphs: stroke components of text size whose strokes are crisp (mean top-hat high). Their
-    # boxes come from the stroke pixel list (few: text and speckle), not from a pass over the mask.
+    # 1. Glyphs: stroke components of text size. Their boxes come from the stroke pixel list (few:
+    # text and speckle), not from a pass over the mask.
     n, labels = _labels(strokes)
     lab = labels[ys, xs]
     stats = _boxes_of(n, lab, xs, ys)
@@ -99,17 +109,92 @@ def find_text_boxes_small(gray_small: np.ndarray) -> list[TextBox]:
     # Text cut by the image's top edge (a header line the crop starts inside) leaves glyph
     # fragments only a row or two high: at the edge any height counts.
     at_top = stats[:, 1] <= 1
-    glyph = (((gh >= 2) | at_top) & (gh <= GLYPH_MAX_H) & (gw <= 3 * GLYPH_MAX_H) & (ink >= 2)
-             & (contrast >= WORD_MIN_CONTRAST))
-    glyph[0] = False
-    if not glyph.any():
+    glyph_sized = ((gh >= 2) | at_top) & (gh <= GLYPH_MAX_H) & (gw <= 3 * GLYPH_MAX_H) & (ink >= 2)
+    glyph_sized[0] = False
+    # Crisp glyphs (mean top-hat high: rendered text, not speckle) make words: a word needs
+    # MIN_GLYPHS crisp letters. What real text over tissue does to that, and the additions for it
+    # (each only ever adds boxes to the words of the rule above, so nothing found before is lost):
+    # - a speckle blob touching the line joins its word and makes it too tall for a word: the
+    #   word is also judged on its line alone (the glyphs whose height and centre agree with the
+    #   word's median glyph), see _words;
+    # - over bright tissue a letter's top-hat drops (the opening takes in the tissue behind it)
+    #   or its strokes merge with a bright tissue edge: thin letters (I, T, 0) fall below the
+    #   bar or stop being glyph-sized, the line breaks there, and the pieces of fewer than
+    #   MIN_GLYPHS letters were dropped. A kept word's text line is carried on, in the word's own
+    #   rows, over the strokes that continue it (_carry_lines): like edge linking's low threshold
+    #   next to its high one, strokes count there whatever component they belong to.
+    crisp = glyph_sized & (contrast >= WORD_MIN_CONTRAST)
+    if int(crisp.sum()) < MIN_GLYPHS:
         return []
+    kept, line_judged = _words(crisp, stats, ink, lab, xs, ys, labels.shape[1])
+    if cover:
+        kept = np.concatenate([kept, line_judged])
+        if len(kept):
+            kept = np.concatenate([kept, _carry_lines(tophat > CARRY_CONTRAST, kept)])
+    return sorted({TextBox(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in kept})
+
+
+def _carry_lines(strokes: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Each word's box (x, y, w, h rows) carried left and right along its own rows over the
+    columns that hold a letter's worth of stroke (at least a quarter of the rows, 2 pixels), as
+    long as the next such column is at most a letter height (the rows) away, and no further than
+    CARRY_LETTERS letter heights. Only the boxes that grew are returned."""
+    out = []
+    height, width = strokes.shape
+    for x, y, w, h in words.tolist():
+        need = max(2, h // 4)
+        # A column continues the line when its strokes are in the line's rows: at least `need`
+        # there, and twice as many as in the same number of rows above or below it, on one side
+        # at least (text has room beside its line, a tissue edge may cross one side; bright
+        # speckle has strokes everywhere).
+        lo, hi = max(0, x - CARRY_LETTERS * h), min(width, x + w + CARRY_LETTERS * h)
+        band = np.count_nonzero(strokes[y:y + h, lo:hi], axis=0)
+        above = np.count_nonzero(strokes[max(0, y - h):y, lo:hi], axis=0)
+        below = np.count_nonzero(strokes[y + h:min(height, y + 2 * h), lo:hi], axis=0)
+        inked = (band >= need) & (band >= 2 * np.minimum(above, below))
+        x0, x1 = x - lo, x + w - lo             # in the window's columns
+        while x1 < hi - lo:        # right: jump to the last inked column within h of the end
+            ahead = np.flatnonzero(inked[x1:x1 + h])
+            if not len(ahead):
+                break
+            x1 += int(ahead[-1]) + 1
+        while x0 > 0:              # left, the same
+            start = max(0, x0 - h)
+            behind = np.flatnonzero(inked[start:x0])
+            if not len(behind):
+                break
+            x0 = start + int(behind[0])
+        x0, x1 = x0 + lo, x1 + lo
+        if x0 < x or x1 > x + w:
+            out.append((x0, y, x1 - x0, h))
+    return np.array(out, dtype=words.dtype).reshape(-1, 4)
+
+
+def _per_word_median(values: np.ndarray, word: np.ndarray, m: int) -> np.ndarray:
+    """The (upper) median of `values` within each of m words (0 where a word has none)."""
+    order = np.lexsort((values, word))
+    count = np.bincount(word, minlength=m)
+    start = np.cumsum(count) - count
+    out = np.zeros(m, values.dtype)
+    has = count > 0
+    out[has] = values[order][start[has] + count[has] // 2]
+    return out
+
+
+def _words(glyph: np.ndarray, stats: np.ndarray, ink: np.ndarray, lab: np.ndarray,
+           xs: np.ndarray, ys: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The words kept as text among the glyph components `glyph` (bool per stroke label), as
+    x, y, w, h rows in the image's coordinates: those kept whole, and those kept on their line.
+    A word is judged twice, whole (the rule since session 3: word-shaped, MIN_GLYPHS glyphs) and
+    on its text line alone, and kept if either passes."""
+    n = len(glyph)
+    gw, gh = stats[:, 2], stats[:, 3]
     glyph_ids = np.flatnonzero(glyph)
     # Steps 2 on run inside the glyphs' bounding box, widened by more than the word dilation's
     # reach: the same words as on the whole image, on far fewer pixels (text is a small share).
     gx0, gy0 = stats[glyph_ids, 0], stats[glyph_ids, 1]
     bx0, by0 = max(0, int(gx0.min()) - WORD_GAP), int(gy0.min())
-    bx1 = min(labels.shape[1], int((gx0 + gw[glyph_ids]).max()) + WORD_GAP)
+    bx1 = min(width, int((gx0 + gw[glyph_ids]).max()) + WORD_GAP)
     by1 = int((gy0 + gh[glyph_ids]).max())
     # The glyphs' pixels, drawn from the stroke pixel list (no pass over the label image).
     is_glyph = glyph[lab]
@@ -129,16 +214,53 @@ def find_text_boxes_small(gray_small: np.ndarray) -> list[TextBox]:
     wstats[:, 0], wstats[:, 2] = wx0, wx1 - wx0 + 1
     first = np.zeros(n, np.int64)   # glyph -> the word it belongs to (all its pixels agree)
     first[glab] = glyph_words
-    members = np.bincount(first[glyph_ids], minlength=m)
+    word_of = first[glyph_ids]
+    members = np.bincount(word_of, minlength=m)
     tallest = np.zeros(m, np.int64)
-    np.maximum.at(tallest, first[glyph_ids], gh[glyph_ids])
+    np.maximum.at(tallest, word_of, gh[glyph_ids])
     x, y, w, h = wstats[:, 0] + bx0, wstats[:, 1] + by0, wstats[:, 2], wstats[:, 3]
     # Letters of a line stand side by side: the word is barely taller than its tallest glyph
     # (the dilation adds 2). Speckle candidates join up in every direction.
-    keep = (((h >= GLYPH_MIN_H) | (y <= 1)) & (h <= GLYPH_MAX_H) & (w >= h) & (members >= MIN_GLYPHS)
-            & (h <= tallest * 1.5 + 2))
-    keep[0] = False
-    return sorted(TextBox(int(x[i]), int(y[i]), int(x[i] + w[i]), int(y[i] + h[i])) for i in np.flatnonzero(keep))
+    whole = (((h >= GLYPH_MIN_H) | (y <= 1)) & (h <= GLYPH_MAX_H) & (w >= h) & (members >= MIN_GLYPHS)
+             & (h <= tallest * 1.5 + 2))
+    whole[0] = False
+    boxes = np.stack([x, y, w, h], axis=1)
+    # Words with enough glyphs that fail as a whole are judged on their text line alone.
+    judged = ~whole & (members >= MIN_GLYPHS)
+    judged[0] = False
+    if not judged.any():          # most frames: every word passed whole, or none has the glyphs
+        return boxes[whole], boxes[:0]
+    sel = judged[word_of]
+    return boxes[whole], _line_boxes(word_of[sel], gx0[sel], gy0[sel], gw[glyph_ids][sel], gh[glyph_ids][sel],
+                                     ink[glyph_ids][sel], m, reach, width)
+
+
+def _line_boxes(word_of: np.ndarray, gx0: np.ndarray, gy0: np.ndarray, gw: np.ndarray, gh: np.ndarray,
+                ink: np.ndarray, m: int, reach: int, width: int) -> np.ndarray:
+    """x, y, w, h of the words (of m; glyphs given by word, left, top, width, height, ink) that
+    pass on their text line: the glyphs whose height and centre row agree with the word's median
+    glyph. A blob hanging off the line (speckle touching a letter's rows) is left out of the line;
+    the line must still hold MIN_GLYPHS glyphs and most of the word's ink (speckle clusters have
+    no line), be word-shaped and text-high."""
+    cy2 = 2 * gy0 + gh                                   # centre row, doubled (integers)
+    med_h, med_cy2 = _per_word_median(gh, word_of, m), _per_word_median(cy2, word_of, m)
+    on_line = (np.abs(cy2 - med_cy2[word_of]) <= med_h[word_of]) & (gh <= med_h[word_of] * 1.5 + 2)
+    word, left, top = word_of[on_line], gx0[on_line], gy0[on_line]
+    big = np.iinfo(np.int64).max
+    lx0, ly0 = np.full(m, big, np.int64), np.full(m, big, np.int64)
+    lx1, ly1 = np.full(m, -1, np.int64), np.full(m, -1, np.int64)
+    np.minimum.at(lx0, word, left)
+    np.minimum.at(ly0, word, top)
+    np.maximum.at(lx1, word, left + gw[on_line])
+    np.maximum.at(ly1, word, top + gh[on_line])
+    members = np.bincount(word, minlength=m)
+    line_ink = np.bincount(word, weights=ink[on_line], minlength=m)
+    word_ink = np.bincount(word_of, weights=ink, minlength=m)
+    lx0, lx1 = np.maximum(lx0 - reach, 0), np.minimum(lx1 + reach, width)
+    lw, lh = lx1 - lx0, ly1 - ly0
+    keep = ((members >= MIN_GLYPHS) & ((lh >= GLYPH_MIN_H) | (ly0 <= 1)) & (lh <= GLYPH_MAX_H) & (lw >= lh)
+            & (line_ink >= 0.5 * word_ink))
+    return np.stack([lx0, ly0, lw, lh], axis=1)[keep]
 
 
 def work_factor(width: int) -> int:
@@ -152,8 +274,9 @@ def boxes_in_image(small_boxes: list[TextBox], factor: int, width: int, height: 
                     min(width, (b.x1 + PAD) * factor), min(height, (b.y1 + PAD) * factor)) for b in small_boxes]
 
 
-def find_text_boxes(image: np.ndarray) -> list[TextBox]:
-    """Text / UI glyph boxes of a BGR (or gray) image, in its own pixel coordinates."""
+def find_text_boxes(image: np.ndarray, cover: bool = True) -> list[TextBox]:
+    """Text / UI glyph boxes of a BGR (or gray) image, in its own pixel coordinates (cover: see
+    find_text_boxes_small)."""
     h, w = image.shape[:2]
     if h < 8 or w < 8:
         return []
@@ -165,7 +288,7 @@ def find_text_boxes(image: np.ndarray) -> list[TextBox]:
         small = np.ascontiguousarray(image)
     if small.ndim == 3:   # coloured text (cyan, yellow) is bright in some channel
         small = cv2.max(cv2.max(small[:, :, 0], small[:, :, 1]), small[:, :, 2])
-    return boxes_in_image(find_text_boxes_small(small), f, w, h)
+    return boxes_in_image(find_text_boxes_small(small, cover), f, w, h)
 
 
 def blank_scaled(image: np.ndarray, boxes: list[TextBox], scale_x: float, scale_y: float) -> None:
