@@ -167,3 +167,22 @@ def test_bench_live_places_missed_frames_against_the_decoded_keyframes():
     k = decoded[1]
     got = where_missed([1, k - 4, k - 1, k, k + 1, k - 5], decoded, rate=1.0, startup_s=2.0)
     assert got == {"startup": 1, "before_keyframe": 2, "other": 3}
+
+
+def test_stress_redaction_pairs_detectors_on_the_same_random_lines():
+    """With --before-tree set to this checkout, the `full before` row must equal `full` (the same
+    frames and lines went through the same detector): the pairing the before/after figures rely on."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "stress_redaction.py"), "--frames", "3", "--lines", "2",
+                           "--widths", "1280,1920", "--before-tree", str(ROOT)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("1280", "1920"):
+            path = " ".join(parts[1:3]) if parts[2] == "before" else parts[1]
+            rows[(parts[0], path)] = parts[1 + len(path.split()):]          # lines, leak %, ...
+    assert set(rows) == {(w, p) for w in ("1280", "1920") for p in ("topic", "full", "full before")}
+    for w in ("1280", "1920"):
+        assert rows[(w, "full")] == rows[(w, "full before")]
+        assert 4 <= int(rows[(w, "full")][0]) <= 6     # 3 frames x 2 lines, less any that fell outside the crop
