@@ -228,17 +228,22 @@ def test_exam_page_checklist_controls_and_screenshot(tmp_path, capfd):
         assert "Traceback" not in capfd.readouterr().err     # the vanished viewer left no traceback
         time.sleep(0.5)
         shot = tmp_path / "page.png"
-        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        f"--user-data-dir={tmp_path / 'chrome2'}", "--window-size=1400,850", "--hide-scrollbars",
-                        "--virtual-time-budget=1500", f"--screenshot={shot}", f"http://127.0.0.1:{port}/"],
-                       capture_output=True, timeout=60)
-        img = cv2.imread(str(shot))
+        # A fresh browser loads the page and must get the checklist over the websocket within its
+        # virtual time; on a loaded box that can take longer: the budget grows on each try.
+        for budget_ms in (1500, 4000, 10000):
+            subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'chrome2'}", "--window-size=1400,850", "--hide-scrollbars",
+                            f"--virtual-time-budget={budget_ms}", f"--screenshot={shot}", f"http://127.0.0.1:{port}/"],
+                           capture_output=True, timeout=60)
+            img = cv2.imread(str(shot))
+            assert img is not None and img.shape[:2] == (850, 1400)
+            panel = img[:, 1000:]
+            ok = ((abs(panel[:, :, 2].astype(int) - 0x2f) < 25) & (abs(panel[:, :, 1].astype(int) - 0xbf) < 25)).sum()
+            bad = ((abs(panel[:, :, 2].astype(int) - 0xe0) < 25) & (abs(panel[:, :, 1].astype(int) - 0x48) < 25)
+                   & (abs(panel[:, :, 0].astype(int) - 0x48) < 25)).sum()
+            if ok > 300 and bad > 300:
+                break
         shutil.copy(shot, "/tmp/exam_test_page.png") if os.environ.get("SONOPLANE_KEEP_SCREENSHOT") else None
-        assert img is not None and img.shape[:2] == (850, 1400)
-        panel = img[:, 1000:]
-        ok = ((abs(panel[:, :, 2].astype(int) - 0x2f) < 25) & (abs(panel[:, :, 1].astype(int) - 0xbf) < 25)).sum()
-        bad = ((abs(panel[:, :, 2].astype(int) - 0xe0) < 25) & (abs(panel[:, :, 1].astype(int) - 0x48) < 25)
-               & (abs(panel[:, :, 0].astype(int) - 0x48) < 25)).sum()
         assert ok > 300 and bad > 300          # captured views green, missing views red
         # The source goes silent: STALE, and the plane is struck through.
         state["on"] = False
