@@ -246,18 +246,15 @@ def _line_boxes(word_of: np.ndarray, gx0: np.ndarray, gy0: np.ndarray, gw: np.nd
     med_h, med_cy2 = _per_word_median(gh, word_of, m), _per_word_median(cy2, word_of, m)
     on_line = (np.abs(cy2 - med_cy2[word_of]) <= med_h[word_of]) & (gh <= med_h[word_of] * 1.5 + 2)
     word, left, top = word_of[on_line], gx0[on_line], gy0[on_line]
-    big = np.iinfo(np.int64).max
-    lx0, ly0 = np.full(m, big, np.int64), np.full(m, big, np.int64)
-    lx1, ly1 = np.full(m, -1, np.int64), np.full(m, -1, np.int64)
-    np.minimum.at(lx0, word, left)
-    np.minimum.at(ly0, word, top)
-    np.maximum.at(lx1, word, left + gw[on_line])
-    np.maximum.at(ly1, word, top + gh[on_line])
+    # The line's box: the union of its glyphs' boxes, as the box of their corners.
+    corners = _boxes_of(m, np.concatenate([word, word]), np.concatenate([left, left + gw[on_line] - 1]),
+                        np.concatenate([top, top + gh[on_line] - 1]))
     members = np.bincount(word, minlength=m)
     line_ink = np.bincount(word, weights=ink[on_line], minlength=m)
     word_ink = np.bincount(word_of, weights=ink, minlength=m)
-    lx0, lx1 = np.maximum(lx0 - reach, 0), np.minimum(lx1 + reach, width)
-    lw, lh = lx1 - lx0, ly1 - ly0
+    ly0, lh = corners[:, 1], corners[:, 3]
+    lx0, lx1 = np.maximum(corners[:, 0] - reach, 0), np.minimum(corners[:, 0] + corners[:, 2] + reach, width)
+    lw = lx1 - lx0
     keep = ((members >= MIN_GLYPHS) & ((lh >= GLYPH_MIN_H) | (ly0 <= 1)) & (lh <= GLYPH_MAX_H) & (lw >= lh)
             & (line_ink >= 0.5 * word_ink))
     return np.stack([lx0, ly0, lw, lh], axis=1)[keep]
