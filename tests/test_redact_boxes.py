@@ -1,5 +1,7 @@
 """Redaction's glyph and word boxes from the pixel lists (session 7, CPU of the frames worker): the
 same boxes as before, when OpenCV's connected-component statistics gave them, on real frames."""
+import sys
+
 import cv2
 import numpy as np
 
@@ -7,7 +9,10 @@ from engines.redact import (GLYPH_MAX_H, GLYPH_MIN_H, MIN_GLYPHS, WORD_GAP, WORD
                             _components, find_text_boxes_small, stroke_mask, work_factor)
 from streamer.sources import open_source
 
-from .conftest import SAMPLE_CLIP
+from .conftest import ROOT, SAMPLE_CLIP
+
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_redact import box_mask  # noqa: E402
 
 
 def reference_boxes(gray_small: np.ndarray) -> list[TextBox]:
@@ -91,13 +96,6 @@ def _working_copies(every: int = 9, n: int = 40) -> list[np.ndarray]:
     return out
 
 
-def covered(boxes: list[TextBox], shape) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    for b in boxes:
-        mask[b.y0:b.y1, b.x0:b.x1] = True
-    return mask
-
-
 def test_boxes_from_pixel_lists_are_the_boxes_of_opencvs_statistics():
     """The sure words (cover=False, what the crop's header rule measures) are exactly the
     reference's; the boxes to blank (session 8: lines carried on) cover every pixel of them."""
@@ -107,7 +105,7 @@ def test_boxes_from_pixel_lists_are_the_boxes_of_opencvs_statistics():
     for gray in images:
         want = reference_boxes(gray)
         assert find_text_boxes_small(gray, cover=False) == want
-        sure, blanked = covered(want, gray.shape), covered(find_text_boxes_small(gray), gray.shape)
+        sure, blanked = box_mask(want, gray.shape), box_mask(find_text_boxes_small(gray), gray.shape)
         assert not (sure & ~blanked).any()
         grew += int((blanked & ~sure).any())
         found += len(want)

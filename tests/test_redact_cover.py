@@ -3,6 +3,8 @@ a speckle trail touching a line, a bright tissue edge across its first letters, 
 inside it, and the 1080p frames of tools/bench_redact.py that leaked the drawn patient line in
 session 7. Each case also checks that the sure words alone (cover=False, the rule before) miss
 it, so the test fails if the cover stops doing its work."""
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -12,16 +14,12 @@ from engines.redact import find_text_boxes
 from streamer.croptrack import snap_size
 from streamer.topic_image import display_and_boxes
 
-from .conftest import SAMPLE_CLIP
+from .conftest import ROOT, SAMPLE_CLIP
+
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_redact import as_yuv_frame, box_mask, draw_case, scaled_to_width, unboxed_share  # noqa: E402
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def unboxed_share(boxes, mask: np.ndarray) -> float:
-    covered = np.zeros_like(mask)
-    for b in boxes:
-        covered[b.y0:b.y1, b.x0:b.x1] = True
-    return float((mask & ~covered).sum() / mask.sum())
 
 
 def tissue(seed: int, level: int = 60) -> np.ndarray:
@@ -86,9 +84,7 @@ def bench_frames(indices: set[int], width: int = 1920) -> dict[int, np.ndarray]:
     with av.open(str(SAMPLE_CLIP)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i % 3 == 0 and i // 3 in indices:
-                img = f.to_ndarray(format="bgr24")
-                h = round(img.shape[0] * width / img.shape[1]) // 2 * 2
-                out[i // 3] = cv2.resize(img, (width, h), interpolation=cv2.INTER_LINEAR)
+                out[i // 3] = scaled_to_width(f.to_ndarray(format="bgr24"), width)
             if len(out) == len(indices):
                 break
     return out
@@ -97,11 +93,6 @@ def bench_frames(indices: set[int], width: int = 1920) -> dict[int, np.ndarray]:
 def test_session_7_leaking_1080p_frames_are_covered_on_both_paths():
     """`tools/bench_redact.py --width 1920`'s over-tissue and colour lines leaked on these frames
     (docs/redaction.md, session 7): now neither the full-size path nor the frames topic's."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from bench_redact import as_yuv_frame, draw_case
-
     missed_before = 0
     for k, frame in sorted(bench_frames({139, 140, 141, 143, 144, 145, 146, 240, 266}).items()):
         top = (detect_ultrasound_region(frame) or CropRect.full(frame)).y0
@@ -129,9 +120,6 @@ def test_the_cover_adds_little_on_clean_frames():
             rect = snap_size(detect_ultrasound_region(img) or CropRect.full(img))
             crop = np.ascontiguousarray(rect.apply(img))
             for boxes, out in ((find_text_boxes(crop, cover=False), sure), (find_text_boxes(crop), cover)):
-                blank = np.zeros(crop.shape[:2], bool)
-                for b in boxes:
-                    blank[b.y0:b.y1, b.x0:b.x1] = True
-                out.append(blank.mean())
+                out.append(box_mask(boxes, crop.shape).mean())
     assert len(sure) >= 10 and np.mean(sure) > 0       # the clip's own text is found: shares compared
     assert np.mean(cover) - np.mean(sure) < 0.005, (np.mean(sure), np.mean(cover))

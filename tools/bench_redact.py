@@ -68,6 +68,26 @@ def draw_case(frame: np.ndarray, case: str, image_top: int) -> tuple[np.ndarray,
     return out, mask > 0
 
 
+def box_mask(boxes, shape) -> np.ndarray:
+    """The pixels (bool, of an image of `shape`) inside any of the boxes."""
+    covered = np.zeros(shape[:2], bool)
+    for b in boxes:
+        covered[b.y0:b.y1, b.x0:b.x1] = True
+    return covered
+
+
+def unboxed_share(boxes, mask: np.ndarray) -> float:
+    """The share of the masked pixels outside every box (what blanking the boxes would leave)."""
+    return float((mask & ~box_mask(boxes, mask.shape)).sum() / max(1, mask.sum()))
+
+
+def scaled_to_width(img: np.ndarray, width: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """`img` resized to `width` pixels wide, its height in proportion rounded to an even number
+    (as video frames are)."""
+    h = round(img.shape[0] * width / img.shape[1]) // 2 * 2
+    return cv2.resize(img, (width, h), interpolation=interpolation)
+
+
 def carries(outgoing: np.ndarray, rect, mask: np.ndarray, frame: np.ndarray) -> bool:
     """More than VISIBLE_SHARE of the masked pixels are in the outgoing image and not blanked."""
     m = rect.apply(mask)
@@ -169,8 +189,7 @@ def main() -> int:
             if i % args.every == 0:
                 img = f.to_ndarray(format="bgr24")
                 if args.width and args.width != img.shape[1]:
-                    h = round(img.shape[0] * args.width / img.shape[1]) // 2 * 2
-                    img = cv2.resize(img, (args.width, h), interpolation=cv2.INTER_LINEAR)
+                    img = scaled_to_width(img, args.width)
                 frames.append(img)
     cases = ("header", "above", "band", "over", "colour")
     modes = tuple(m for m in args.modes.split(",") if m)

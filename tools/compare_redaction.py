@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_redact import CLIP, as_yuv_frame, draw_case, load_redaction_module  # noqa: E402
+from bench_redact import CLIP, as_yuv_frame, draw_case, load_redaction_module, unboxed_share  # noqa: E402
 from engines import redact  # noqa: E402
 from engines.crop import CropRect, detect_ultrasound_region  # noqa: E402
 from streamer.croptrack import snap_size  # noqa: E402
@@ -58,13 +58,6 @@ def text_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     for target, c in ((img, colour), (mask, 255)):
         cv2.putText(target, "SRI II 5 / CRI 1 ID 4711", org, cv2.FONT_HERSHEY_SIMPLEX, scale, c, thick, cv2.LINE_AA)
     return img, mask > 0
-
-
-def unboxed_share(boxes, mask: np.ndarray) -> float:
-    covered = np.zeros_like(mask)
-    for b in boxes:
-        covered[b.y0:b.y1, b.x0:b.x1] = True
-    return float((mask & ~covered).sum() / max(1, mask.sum()))
 
 
 def main() -> int:

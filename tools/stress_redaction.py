@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_redact import CLIP, as_yuv_frame, load_redaction_module  # noqa: E402
+from bench_redact import (CLIP, as_yuv_frame, box_mask, load_redaction_module, scaled_to_width,  # noqa: E402
+                          unboxed_share)
 from engines import redact  # noqa: E402
 from engines.crop import CropRect, detect_ultrasound_region  # noqa: E402
 from streamer.croptrack import snap_size  # noqa: E402
@@ -92,20 +93,6 @@ def line_class(frame: np.ndarray, mask: np.ndarray, cap: float, crop_width: int)
     return "small" if cap / redact.work_factor(crop_width) < CLEAR_CAP else "clear"
 
 
-def unboxed_share(boxes, mask: np.ndarray) -> float:
-    covered = np.zeros_like(mask)
-    for b in boxes:
-        covered[b.y0:b.y1, b.x0:b.x1] = True
-    return float((mask & ~covered).sum() / max(1, mask.sum()))
-
-
-def boxed_share(boxes, shape) -> float:
-    covered = np.zeros(shape[:2], bool)
-    for b in boxes:
-        covered[b.y0:b.y1, b.x0:b.x1] = True
-    return float(covered.mean())
-
-
 def load_frames(videos: list[str], images: list[str], per_source: int) -> list[np.ndarray]:
     """`per_source` frames spread over each video, and every image of each --images folder (BGR)."""
     import av
@@ -155,9 +142,7 @@ def main() -> int:
         blanked = {p: [] for p in paths}
         lines = 0
         for src in sources:
-            hgt = round(src.shape[0] * width / src.shape[1]) // 2 * 2
-            frame = cv2.resize(src, (width, hgt), interpolation=cv2.INTER_AREA if width < src.shape[1]
-                               else cv2.INTER_LINEAR)
+            frame = scaled_to_width(src, width, cv2.INTER_AREA if width < src.shape[1] else cv2.INTER_LINEAR)
             rect = snap_size(detect_ultrasound_region(frame) or CropRect.full(frame))
             clean = as_yuv_frame(frame)
             detectors = {"topic": lambda yf: display_and_boxes(yf, rect, 640)[1],
@@ -165,7 +150,7 @@ def main() -> int:
             if before:
                 detectors["full before"] = lambda yf: before.find_text_boxes(yf.colour(rect))
             for p, detect in detectors.items():
-                blanked[p].append(boxed_share(detect(clean), (rect.height, rect.width)))
+                blanked[p].append(float(box_mask(detect(clean), (rect.height, rect.width)).mean()))
             for _ in range(args.lines):
                 img, mask, cap = draw_random_line(rng, frame)
                 yf, m = as_yuv_frame(img), rect.apply(mask)
