@@ -587,6 +587,11 @@ class CaptureProcess:
         """The caller's median work per frame over the last BUSY_WINDOW frames (None: too few yet)."""
         return float(np.median(self._busy_s)) if len(self._busy_s) >= BUSY_MIN_SAMPLES else None
 
+    def _oldest_in_ring(self, latest: int) -> int:
+        """The oldest frame not yet taken that the ring can still hold (older ones are overwritten),
+        `latest` being the newest complete one."""
+        return max(self.last_seq + 1, latest - self.slots + 1)
+
     def _choose(self, latest: int, now: float) -> int:
         """The number of the frame to take, `latest` being the newest complete one.
 
@@ -596,7 +601,7 @@ class CaptureProcess:
         and the newer frames wait behind it for at most that long. When the loop cannot keep up
         (its work alone exceeds the budget) or in the first frames (no estimate yet), this is the
         single slot's rule: newest only."""
-        first = max(self.last_seq + 1, latest - self.slots + 1)   # older ones are overwritten
+        first = self._oldest_in_ring(latest)
         if first >= latest:
             return latest
         budget = self.catch_up_budget_s()
@@ -638,7 +643,7 @@ class CaptureProcess:
             skipped = max(0, seq - self.last_seq - 1)
             if seq < latest:
                 self.caught_up += 1
-            in_ring = max(self.last_seq + 1, latest - self.slots + 1)   # the oldest frame not overwritten
+            in_ring = self._oldest_in_ring(latest)
             self.skipped_passed_over += max(0, seq - in_ring)
             self.skipped_overwritten += skipped - max(0, seq - in_ring)
             if self.last_seq > 0 and h0["t_mono"] > 0 and seq > self.last_seq:
