@@ -13,6 +13,7 @@ from streamer.affinity import Affinity, parse_affinity
 from streamer.sources import open_source, parse_decode_threads, resolve_decode_threads
 
 from .conftest import ROOT, SAMPLE_CLIP
+from .test_realtime import needs_realtime
 
 linux_two_cpus = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or
                                     not {0, 1} <= set(os.sched_getaffinity(0)),
@@ -159,18 +160,8 @@ def test_pinning_puts_each_part_on_its_cpus():
     assert out["got_frame"] and out["capture"] == [[0]] and out["capture_threads"] >= 2, out   # decoder threads inherit the mask
 
 
-def _realtime_permitted() -> bool:
-    from streamer.realtime import Realtime, check_permission
-    try:
-        check_permission(Realtime(loop=10))
-        return True
-    except UserError:
-        return False
-
-
 @linux_two_cpus
-@pytest.mark.skipif(not hasattr(os, "sched_setscheduler") or not _realtime_permitted(),
-                    reason="needs permission for SCHED_FIFO (root / CAP_SYS_NICE)")
+@needs_realtime
 def test_auto_pinning_with_a_realtime_loop_puts_the_workers_beside_the_loop():
     proc = subprocess.run([sys.executable, "-c", PROBE, str(SAMPLE_CLIP), "--threads", "2", "--cpu-affinity", "auto",
                            "--realtime-priority", "loop=10", "--anomaly-model", "none"],
