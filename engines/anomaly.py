@@ -161,10 +161,10 @@ def register(subparsers) -> None:
 
 
 def _new_model(args):
-    from .models import create_model
-    # ImageNet weights exist for efficientnet_lite0 only; the other families start from scratch.
+    from .models import create_model, has_imagenet_weights
+    # ImageNet weights exist for the efficientnet_lite0 families only; the others start from scratch.
     return create_model(args.model, num_classes=len(LABELS), in_chans=1,
-                        pretrained=args.model == "efficientnet_lite0")
+                        pretrained=has_imagenet_weights(args.model))
 
 
 def run(args: argparse.Namespace) -> int:

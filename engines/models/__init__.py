@@ -34,6 +34,15 @@ def _import_families() -> None:
                 raise
 
 
+# Families that start from the ImageNet EfficientNet-Lite0 checkpoint (the `_e3` variant from half of
+# each expanded layer); the rest have no weights on disk and train from scratch.
+IMAGENET_FAMILIES = ("efficientnet_lite0", "efficientnet_lite0_e3")
+
+
+def has_imagenet_weights(name: str) -> bool:
+    return name in IMAGENET_FAMILIES
+
+
 def list_models() -> list[str]:
     _import_families()
     return sorted(_REGISTRY)
