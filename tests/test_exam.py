@@ -345,9 +345,52 @@ def test_run_with_exam_on_the_sample_clip(tmp_path):
     assert img.shape[1] < full.shape[1]
     crop = full[y0:y1, x0:x1]
     redacted, boxes = redact_text(crop)
-    assert np.array_equal(img, redacted)
+    # Then the stored capture's second, learned look (engines/text_detect.py), recorded in the sidecar.
+    from engines.text_detect import LearnedTextDetector
+    stored, learned = LearnedTextDetector().redact(redacted)
+    assert np.array_equal(img, stored)
+    assert side["redaction"]["learned_text_boxes"] == [[b.x0, b.y0, b.x1, b.y1] for b in learned]
     if boxes:
         assert not np.array_equal(img, crop)
+
+
+def test_capture_is_redacted_again_before_it_is_written(tmp_path):
+    """The writer runs the capture redactor on every capture before anything is written: the stored PNG and
+    its heatmap show the redactor's output, the sidecar lists its boxes; a redactor that fails leaves no PNG
+    (never an unredacted one) and counts an error."""
+    from engines.text_detect import LearnedTextDetector
+    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
+    ok, frame = cap.read()
+    assert ok
+    image = np.ascontiguousarray(frame[100:600, 150:900])
+    cv2.putText(image, "DOE, JANE  ID 48213377", (120, 260), cv2.FONT_HERSHEY_DUPLEX, 1.1, (230, 230, 230), 2,
+                cv2.LINE_AA)
+    text = np.zeros(image.shape[:2], np.uint8)
+    cv2.putText(text, "DOE, JANE  ID 48213377", (120, 260), cv2.FONT_HERSHEY_DUPLEX, 1.1, 255, 2, cv2.LINE_AA)
+    cam = np.full((5, 6), 200, np.uint8)
+    detector = LearnedTextDetector()
+    w = ExamWriter(tmp_path, redact_capture=detector.redact)
+    w.save_capture("a.png", "a_heatmap.png", "a.json", image, cam, {"frame": 1})
+    w.flush()
+    stored = cv2.imread(str(tmp_path / "a.png"))
+    assert np.array_equal(stored, detector.redact(image)[0])
+    assert (stored[text > 0] == 0).mean() > 0.9, "the drawn patient text survived in the stored capture"
+    side = json.loads((tmp_path / "a.json").read_text())
+    assert side["frame"] == 1 and side["redaction"]["learned_text_boxes"]
+    outside = np.ones(image.shape[:2], bool)
+    for x0, y0, x1, y1 in side["redaction"]["learned_text_boxes"]:
+        outside[y0:y1, x0:x1] = False
+    assert np.array_equal(stored[outside], image[outside]) and outside.mean() > 0.8   # the rest untouched
+    heat = cv2.imread(str(tmp_path / "a_heatmap.png"))
+    assert heat.shape == image.shape and heat[text > 0].max() < image[text > 0].max()
+
+    def broken(_):
+        raise RuntimeError("detector failed")
+    w2 = ExamWriter(tmp_path / "b", redact_capture=broken, log=lambda *a, **k: None)
+    w2.save_capture("b.png", None, "b.json", image, None, {"frame": 2})
+    w2.flush()
+    assert w2.errors == 1 and not (tmp_path / "b" / "b.png").exists()
+    w.close(), w2.close()
 
 
 @pytest.mark.slow

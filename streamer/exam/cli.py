@@ -49,8 +49,12 @@ def attach_exam(pipeline, args, require_pair: bool = True) -> None:
         if v is not None and not 0 <= v <= (1 if k == "min_probability" else 10):
             raise UserError(f"--exam-{k.replace('_s', '').replace('_', '-').replace('min-run', 'dwell')}: out of range ({v})")
     config = CaptureConfig(**{k: v for k, v in knobs.items() if v is not None})
-    pipeline.exam = ExamRunner(args.exam, d, pipeline.classifier.info, pipeline.model_meta,
-                               pipeline.cfg.source, control=args.exam_control, config=config, log=print)
+    try:
+        pipeline.exam = ExamRunner(args.exam, d, pipeline.classifier.info, pipeline.model_meta,
+                                   pipeline.cfg.source, control=args.exam_control, config=config, log=print,
+                                   redact=pipeline.cfg.redact)
+    except FileNotFoundError as exc:    # the capture text detector's model file is gone from the install
+        raise UserError(f"--exam: {exc}") from exc
     ex = pipeline.exam
     print(f"sonoplane exam: {ex.protocol.name} ({len(ex.protocol.views)} views) -> {d.resolve()}/exam.json"
           + (f"; controls on {ex.control.address}" if ex.control else ""), file=sys.stderr)

@@ -20,13 +20,20 @@ PUBLISH_EVERY_S = 1.0
 
 class ExamRunner:
     def __init__(self, protocol: str, exam_dir: str | Path, model_info, model_meta: dict, source: str,
-                 control: str | None = DEFAULT_CONTROL, config: CaptureConfig = CaptureConfig(), log=print):
+                 control: str | None = DEFAULT_CONTROL, config: CaptureConfig = CaptureConfig(), log=print,
+                 redact: bool = True):
         self.protocol = load_protocol(protocol)
         if control and control != "none":
             check_loopback(control)          # refuse before any file is written
         check_against_model(self.protocol, model_info.labels, model_info.coarse_map, model_info.model_id)
         self.root = Path(exam_dir)
-        self.writer = ExamWriter(self.root, log=log)
+        # Stored captures get a second, learned look for text (engines/text_detect.py) on the writer's thread,
+        # on top of the live redaction every outgoing image already had; --redact off turns both off.
+        redactor = None
+        if redact:
+            from engines.text_detect import LearnedTextDetector
+            redactor = LearnedTextDetector().redact
+        self.writer = ExamWriter(self.root, log=log, redact_capture=redactor)
         self.session = ExamSession(self.protocol, self.root, model_meta, source, writer=self.writer,
                                    config=config)
         self.control = None

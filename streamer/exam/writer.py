@@ -39,8 +39,15 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
 
 
 class ExamWriter:
-    def __init__(self, root: Path, log=print):
+    """Writes the exam's files on its own thread (PNG encoding and the capture redaction stay off the loop).
+
+    redact_capture: image -> (image, boxes), run on every capture before it is written (the learned text
+    detector, engines/text_detect.py); the capture, its heatmap and the report all use its output. If it
+    fails, the capture is not written (the error is counted and logged), never written unredacted."""
+
+    def __init__(self, root: Path, log=print, redact_capture=None):
         self.root = Path(root)
+        self.redact_capture = redact_capture
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.jobs: queue.Queue = queue.Queue()
@@ -67,12 +74,16 @@ class ExamWriter:
     def save_capture(self, rel_image: str, rel_heatmap: str | None, rel_sidecar: str, image: np.ndarray,
                      cam_u8: np.ndarray | None, sidecar: dict) -> None:
         def job():
+            stored, meta = image, sidecar
+            if self.redact_capture is not None:
+                stored, boxes = self.redact_capture(image)
+                meta = {**sidecar, "redaction": {"learned_text_boxes": [[b.x0, b.y0, b.x1, b.y1] for b in boxes]}}
             path = self.root / rel_image
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_png_atomic(path, image)
+            write_png_atomic(path, stored)
             if rel_heatmap and cam_u8 is not None:
-                write_png_atomic(self.root / rel_heatmap, heatmap_overlay(image, cam_u8))
-            write_json_atomic(self.root / rel_sidecar, sidecar)
+                write_png_atomic(self.root / rel_heatmap, heatmap_overlay(stored, cam_u8))
+            write_json_atomic(self.root / rel_sidecar, meta)
         self.jobs.put(job)
 
     def delete(self, *rel_paths: str | None) -> None:
