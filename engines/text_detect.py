@@ -11,8 +11,12 @@ Pipeline: the crop scaled so its long side is LONG_SIDE (a multiple of 32, the n
 normalised to [-1, 1] -> a per-pixel text probability map; pixels > PIXEL_THRESHOLD, 8-connected regions
 whose mean probability is >= BOX_THRESHOLD; each region's box grown by DB's unclip distance (area x UNCLIP /
 perimeter: the network is trained on shrunk text regions) and a halo, then scaled back to the image.
-A region must be at least MIN_ASPECT times wider than tall: on ultrasound the network also fires on rows of
-bright, regular structures (a fetal spine's vertebrae) in squarish regions, which a line of text never is.
+On ultrasound the network also fires on tissue, in two shapes that a line of overlay text never has, so a
+region must be:
+- at least MIN_ASPECT times wider than tall (rows of bright, regular structures such as a fetal spine's
+  vertebrae come out squarish);
+- at most MAX_LINE_HEIGHT of the image high (speckled tissue can come out as regions a quarter of the
+  image high; scanner text is a few percent of the frame: tools/stress_redaction.py draws 1.5-3.5 %).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ PIXEL_THRESHOLD = 0.3    # DB's binarisation threshold (PaddleOCR's default)
 BOX_THRESHOLD = 0.5      # mean probability of a region (PaddleOCR's default)
 UNCLIP = 1.6             # PaddleOCR's unclip ratio
 MIN_ASPECT = 2.0         # region width / height: text lines are wide; anatomy the network mistakes is not
+MAX_LINE_HEIGHT = 0.06   # region height / image height: taller is tissue, not a line of text
 HALO = 2                 # network pixels added around each box (antialiased edges of the letters)
 
 
@@ -74,7 +79,8 @@ class LearnedTextDetector:
         out = []
         for i in range(1, n):
             x0, y0, bw, bh, area = (int(v) for v in stats[i])
-            if min(bw, bh) < 2 or bw < MIN_ASPECT * bh or mean_prob[i] < BOX_THRESHOLD:
+            if (min(bw, bh) < 2 or bw < MIN_ASPECT * bh or bh > MAX_LINE_HEIGHT * prob.shape[0]
+                    or mean_prob[i] < BOX_THRESHOLD):
                 continue
             grow = area * UNCLIP / (2 * (bw + bh)) + HALO
             out.append(TextBox(max(0, int((x0 - grow) * fx)), max(0, int((y0 - grow) * fy)),

@@ -171,7 +171,8 @@ def test_bench_live_places_missed_frames_against_the_decoded_keyframes():
 
 def test_stress_redaction_pairs_detectors_on_the_same_random_lines():
     """With --before-tree set to this checkout, the `full before` row must equal `full` (the same
-    frames and lines went through the same detector): the pairing the before/after figures rely on."""
+    frames and lines went through the same detector): the pairing the before/after figures rely on.
+    The `capture` path (the full-size boxes plus the learned detector's) covers at least what `full` does."""
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "stress_redaction.py"), "--frames", "3", "--lines", "2",
                            "--widths", "1280,1920", "--before-tree", str(ROOT)],
                           capture_output=True, text=True, timeout=300)
@@ -182,7 +183,9 @@ def test_stress_redaction_pairs_detectors_on_the_same_random_lines():
         if parts and parts[0] in ("1280", "1920"):
             path = " ".join(parts[1:3]) if parts[2] == "before" else parts[1]
             rows[(parts[0], path)] = parts[1 + len(path.split()):]          # lines, leak %, ...
-    assert set(rows) == {(w, p) for w in ("1280", "1920") for p in ("topic", "full", "full before")}
+    assert set(rows) == {(w, p) for w in ("1280", "1920") for p in ("topic", "full", "capture", "full before")}
     for w in ("1280", "1920"):
         assert rows[(w, "full")] == rows[(w, "full before")]
+        full, capture = rows[(w, "full")], rows[(w, "capture")]
+        assert capture[0] == full[0] and float(capture[1]) <= float(full[1]) and float(capture[-1]) >= float(full[-1])
         assert 4 <= int(rows[(w, "full")][0]) <= 6     # 3 frames x 2 lines, less any that fell outside the crop

@@ -18,13 +18,16 @@ outside every blanked box ("leak"), more than 2 % ("partial"); and, on the same 
 line, the share of the crop blanked (the cost of false boxes on tissue; it includes real UI text).
 Paths: `topic` = the frames topic (streamer.topic_image: detection on a small copy of the YUV
 planes, as the live loop publishes), `full` = engines.redact.find_text_boxes on the full-size
-colour crop (exam captures). --before-tree DIR adds DIR's detector on the full-size path (`full
-before`), in the same run. Leak figures only: no timing (tools/bench_redact.py times).
+colour crop (what every outgoing full-size image gets), `capture` = `full` plus the learned text
+detector's boxes (engines/text_detect.py: what a stored exam capture gets; --no-capture leaves it
+out, it takes ~0.3-0.4 s per image). --before-tree DIR adds DIR's detector on the full-size path
+(`full before`), in the same run. Leak figures only (and the learned detector's median time).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -120,13 +123,24 @@ def main() -> int:
     ap.add_argument("--widths", default="1280,1920,2560,3840")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--before-tree", metavar="DIR", help="also DIR's detector on the full-size path")
+    ap.add_argument("--no-capture", action="store_true", help="leave out the `capture` path (the learned detector)")
     args = ap.parse_args()
+    learned = None
+    if not args.no_capture:
+        from engines.text_detect import LearnedTextDetector
+        learned, learned_s = LearnedTextDetector(), []
+
+        def capture_boxes(colour):
+            t = time.perf_counter()
+            extra = learned.boxes(colour)
+            learned_s.append(time.perf_counter() - t)
+            return redact.find_text_boxes(colour) + extra
     before = load_redaction_module(args.before_tree, "stress_redaction") if args.before_tree else None
     sources = load_frames(args.video or [str(CLIP)], args.images, args.frames)
     if not sources:
         raise SystemExit("stress_redaction: no frames in the given videos / image folders")
     rng = np.random.default_rng(args.seed)
-    paths = ["topic", "full"] + (["full before"] if before else [])
+    paths = ["topic", "full"] + (["capture"] if learned else []) + (["full before"] if before else [])
     classes = ("clear", "small", "faint")
     print(f"{len(sources)} source frames x {args.lines} lines per width; seed {args.seed}")
     print(f"leak % = lines with > {LEAK_SHARE:.0%} of their pixels unblanked (partial: > {PARTIAL_SHARE:.0%}), per "
@@ -147,6 +161,8 @@ def main() -> int:
             clean = as_yuv_frame(frame)
             detectors = {"topic": lambda yf: display_and_boxes(yf, rect, 640)[1],
                          "full": lambda yf: redact.find_text_boxes(yf.colour(rect))}
+            if learned:
+                detectors["capture"] = lambda yf: capture_boxes(yf.colour(rect))
             if before:
                 detectors["full before"] = lambda yf: before.find_text_boxes(yf.colour(rect))
             for p, detect in detectors.items():
@@ -168,6 +184,9 @@ def main() -> int:
             shares = " ".join(f"{100 * by_class[p][c] / max(1, in_class[c]):>8.1f} ({in_class[c]:>3})" for c in classes)
             print(f"{width:>6} {p:<12} {lines:>6} {100 * leak[p] / lines:>7.1f} {100 * partial[p] / lines:>9.1f} "
                   f"{shares} {100 * float(np.mean(blanked[p])):>20.2f}")
+    if learned:
+        print(f"learned detector (capture path): median {1e3 * float(np.median(learned_s)):.0f} ms per image "
+              f"over {len(learned_s)} images, one thread")
     return 0
 
 
