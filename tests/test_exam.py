@@ -1,5 +1,7 @@
 """Exam guidance: protocols, the capture state machine, exam.json, the control endpoint, the report."""
 import json
+import os
+import sys
 import threading
 
 import cv2
@@ -402,3 +404,16 @@ def test_demo_runs_an_exam_and_prints_the_report(tmp_path):
     page = (d / "report.html").read_text()
     assert "Four fetal planes" in page and "data:image/jpeg;base64," in page
     assert out.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority") or not sys.platform.startswith("linux"), reason="Linux thread nice")
+def test_writer_thread_runs_below_the_live_loop(tmp_path):
+    """The writer (PNG encoding, the captures' learned redaction) runs at a higher nice value than the
+    thread that created it, so on a busy box it waits for the live loop instead of taking its turn."""
+    from streamer.exam.writer import WRITER_NICE
+    w = ExamWriter(tmp_path)
+    w.call(lambda: None)
+    w.flush()
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert os.getpriority(os.PRIO_PROCESS, w.thread.native_id) == min(19, mine + WRITER_NICE)
+    w.close()

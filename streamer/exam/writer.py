@@ -38,6 +38,9 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+WRITER_NICE = 10   # added to the nice value the writer thread starts with
+
+
 class ExamWriter:
     """Writes the exam's files on its own thread (PNG encoding and the capture redaction stay off the loop).
 
@@ -58,6 +61,14 @@ class ExamWriter:
         self.thread.start()
 
     def _loop(self) -> None:
+        # Below the live loop: the capture's learned redaction is ~0.4 s of CPU per capture, and on a
+        # two-core box it must not take the loop's turn (files land a little later, frames are not skipped).
+        # Linux threads have their own nice value; elsewhere this is a no-op.
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE))
+        except (AttributeError, OSError):
+            pass
         while True:
             job = self.jobs.get()
             try:
