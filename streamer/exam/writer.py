@@ -38,7 +38,7 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-WRITER_NICE = 10   # added to the nice value the writer thread starts with
+WRITER_NICE = 19   # added to the nice value the writer thread starts with
 
 
 class ExamWriter:
