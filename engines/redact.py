@@ -298,13 +298,19 @@ def blank_scaled(image: np.ndarray, boxes: list[TextBox], scale_x: float, scale_
         image[y0:y1, x0:x1] = 0
 
 
+def blanked(image: np.ndarray, boxes: list[TextBox], in_place: bool = False) -> np.ndarray:
+    """`image` with the boxes (in its own pixels) set to black: a copy, or `image` itself when there are no
+    boxes or in_place (a caller that owns a fresh image saves the copy)."""
+    if not boxes:
+        return image
+    out = image if in_place else image.copy()
+    for b in boxes:
+        out[b.y0:b.y1, b.x0:b.x1] = 0
+    return out
+
+
 def redact_text(image: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, list[TextBox]]:
     """A copy of `image` with every detected text box blanked (black), and the boxes.
     in_place: blank `image` itself (a caller that owns a fresh image saves the copy)."""
     boxes = find_text_boxes(image)
-    if not boxes:
-        return image, boxes
-    out = image if in_place else image.copy()
-    for b in boxes:
-        out[b.y0:b.y1, b.x0:b.x1] = 0
-    return out, boxes
+    return blanked(image, boxes, in_place), boxes

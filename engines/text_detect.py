@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .redact import TextBox
+from .redact import TextBox, blanked
 
 MODEL = Path(__file__).resolve().parent / "redact_models" / "ppocrv4_det.onnx"
 LONG_SIDE = 960          # text with a cap height of ~1.5 % of the frame is ~10 px here: small text needs this
@@ -91,9 +91,4 @@ class LearnedTextDetector:
         """A copy of `image` with this detector's boxes blanked (black), and the boxes; `image` itself when
         there are none."""
         found = self.boxes(image)
-        if not found:
-            return image, found
-        out = image.copy()
-        for b in found:
-            out[b.y0:b.y1, b.x0:b.x1] = 0
-        return out, found
+        return blanked(image, found), found

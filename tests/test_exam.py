@@ -17,7 +17,10 @@ from streamer.exam.report import write_report
 from streamer.exam.session import ExamSession
 from streamer.exam.writer import ExamWriter
 
-from .conftest import SAMPLE_CLIP, run_cli
+from .conftest import ROOT, SAMPLE_CLIP, run_cli
+
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_redact import box_mask  # noqa: E402
 
 LITE_LABELS = ('Brain (Tt.)', 'Brain (Tc.)', 'Brain (Tv.)', 'Brain (other)', 'Abdomen', 'Femur', 'Thorax',
                'Cervix', 'Other')
@@ -379,9 +382,8 @@ def test_capture_is_redacted_again_before_it_is_written(tmp_path):
     assert (stored[text > 0] == 0).mean() > 0.9, "the drawn patient text survived in the stored capture"
     side = json.loads((tmp_path / "a.json").read_text())
     assert side["frame"] == 1 and side["redaction"]["learned_text_boxes"]
-    outside = np.ones(image.shape[:2], bool)
-    for x0, y0, x1, y1 in side["redaction"]["learned_text_boxes"]:
-        outside[y0:y1, x0:x1] = False
+    from engines.redact import TextBox
+    outside = ~box_mask([TextBox(*b) for b in side["redaction"]["learned_text_boxes"]], image.shape)
     assert np.array_equal(stored[outside], image[outside]) and outside.mean() > 0.8   # the rest untouched
     heat = cv2.imread(str(tmp_path / "a_heatmap.png"))
     assert heat.shape == image.shape and heat[text > 0].max() < image[text > 0].max()

@@ -1,5 +1,6 @@
 """engines/text_detect.py: the learned text detector that looks again at every stored capture."""
 import hashlib
+import sys
 
 import cv2
 import numpy as np
@@ -7,7 +8,10 @@ import pytest
 
 from engines.text_detect import MODEL, LearnedTextDetector
 
-from .conftest import SAMPLE_CLIP
+from .conftest import ROOT, SAMPLE_CLIP
+
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_redact import unboxed_share  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 
@@ -47,10 +51,7 @@ def _draw(frame, text, org, font, colour, scale=0.9, thick=2):
 
 
 def _covered(boxes, mask):
-    covered = np.zeros(mask.shape, bool)
-    for b in boxes:
-        covered[b.y0:b.y1, b.x0:b.x1] = True
-    return float(covered[mask].mean())
+    return 1.0 - unboxed_share(boxes, mask)
 
 
 def test_lines_drawn_over_tissue_are_covered(detector, frames):

@@ -117,6 +117,11 @@ def load_imagenet_weights(model: EfficientNetLite0, path: str | Path | None = No
     return skipped
 
 
+def _top_channels(score: torch.Tensor, width: int) -> torch.Tensor:
+    """Indices of the `width` highest-scoring channels, in their original order."""
+    return torch.sort(torch.topk(score, width).indices).values
+
+
 def _keep_expanded_channels(model: EfficientNetLite0, state: dict) -> dict:
     """Slice the checkpoint's expanded layers down to the model's width where the model is narrower
     (the `_e3` variant); blocks of equal width are left as they are.
@@ -135,7 +140,7 @@ def _keep_expanded_channels(model: EfficientNetLite0, state: dict) -> dict:
             raise ValueError(f"block {i}: the checkpoint has {saved.shape[0]} channels, fewer than the model's {width}")
         bn_scale = state[prefix + "_bn1.weight"].abs() / torch.sqrt(state[prefix + "_bn1.running_var"] + BN_EPS)
         use = state[prefix + "_project_conv.weight"].abs().sum(dim=(0, 2, 3))
-        keep = torch.sort(torch.topk(bn_scale * use, width).indices).values
+        keep = _top_channels(bn_scale * use, width)
         for name in ("_expand_conv.weight", "_depthwise_conv.weight"):
             state[prefix + name] = state[prefix + name][keep]
         for bn in ("_bn0", "_bn1"):
@@ -209,6 +214,11 @@ def folded_weights_from_onnx(path: str | Path) -> tuple[dict[str, tuple], tuple]
     return convs, head
 
 
+def _pass_through(bn: nn.BatchNorm2d, bias: torch.Tensor) -> None:
+    """Set an eval-mode BatchNorm to add `bias` to its input and change nothing else."""
+    bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps), bn.bias.copy_(bias)
+
+
 def _load_folded(model: EfficientNetLite0, convs: dict[str, tuple], head: tuple) -> None:
     """Copy folded (weight, bias) pairs into `model`, each BatchNorm set to pass its convolution's output
     plus the folded bias through unchanged in eval mode."""
@@ -218,8 +228,7 @@ def _load_folded(model: EfficientNetLite0, convs: dict[str, tuple], head: tuple)
             raise ValueError(f"{name}: the plane model's weight is {tuple(w.shape)}, the model's "
                              f"{tuple(modules[name].weight.shape)}")
         modules[name].weight.copy_(w)
-        bn = modules[_bn_name(name)]
-        bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps), bn.bias.copy_(b)
+        _pass_through(modules[_bn_name(name)], b)
     model.head.fc.weight.copy_(head[0]), model.head.fc.bias.copy_(head[1])
 
 
@@ -244,8 +253,7 @@ def _refit_projection(block: MBConv, x: torch.Tensor, target: torch.Tensor, max_
     gram += RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
     sol = torch.linalg.solve(gram, a1.T @ y.double()).float()
     block._project_conv.weight.copy_(sol[:-1].T[:, :, None, None])
-    bn = block._bn2
-    bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps), bn.bias.copy_(sol[-1])
+    _pass_through(block._bn2, sol[-1])
 
 
 def init_from_plane_model(model: EfficientNetLite0, path: str | Path, images: torch.Tensor,
@@ -277,7 +285,7 @@ def init_from_plane_model(model: EfficientNetLite0, path: str | Path, images: to
                 continue
             proj_w, proj_b = convs[f"_blocks.{i}._project_conv"]
             score = dw_w.abs().sum(dim=(1, 2, 3)) * proj_w.abs().sum(dim=(0, 2, 3))
-            keep = torch.sort(torch.topk(score, width).indices).values
+            keep = _top_channels(score, width)
             for leaf in ("_expand_conv", "_depthwise_conv"):
                 w, b = convs[f"_blocks.{i}.{leaf}"]
                 narrowed[f"_blocks.{i}.{leaf}"] = (w[keep], b[keep])
